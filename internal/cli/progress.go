@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/racker-postroj/racker/internal/image"
+)
+
+// progress shows a pull's layers. On a terminal (live) it redraws one line
+// per layer a few times a second; elsewhere it prints one line per layer
+// when that layer is unpacked, so logs stay short but long pulls never look
+// hung.
+type progress struct {
+	w    io.Writer
+	live bool
+
+	mu      sync.Mutex
+	ref     string
+	layers  []image.LayerInfo
+	fetched []int64
+	done    []bool
+	started time.Time
+	drawn   int // lines drawn by the last redraw
+	stop    chan struct{}
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+func newProgress(w io.Writer, live bool) *progress {
+	return &progress{w: w, live: live, stop: make(chan struct{})}
+}
+
+func (p *progress) Start(ref string, layers []image.LayerInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ref, p.layers, p.started = ref, layers, time.Now()
+	p.fetched = make([]int64, len(layers))
+	p.done = make([]bool, len(layers))
+	var total int64
+	for _, l := range layers {
+		total += l.Size
+	}
+	if !p.live {
+		fmt.Fprintf(p.w, "Pulling %s: %d layers, %s\n", ref, len(layers), humanBytes(total))
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(150 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				p.mu.Lock()
+				p.redraw()
+				p.mu.Unlock()
+			}
+		}
+	}()
+}
+
+func (p *progress) Fetched(i int, n int64) {
+	p.mu.Lock()
+	p.fetched[i] = n
+	p.mu.Unlock()
+}
+
+func (p *progress) Unpacked(i int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done[i] = true
+	if !p.live {
+		l := p.layers[i]
+		fmt.Fprintf(p.w, "  layer %d/%d %s %s unpacked (%.1fs)\n", i+1, len(p.layers), shortDigest(l.Digest),
+			humanBytes(l.Size), time.Since(p.started).Seconds())
+	}
+}
+
+// Stop ends the live display, leaving its final state on screen. It is
+// safe to call more than once.
+func (p *progress) Stop() {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
+	}
+	p.stopped = true
+	close(p.stop)
+	p.mu.Unlock()
+	p.wg.Wait()
+	p.mu.Lock()
+	if p.live && p.layers != nil {
+		p.redraw()
+	}
+	p.mu.Unlock()
+}
+
+// redraw rewrites the layer lines in place. Callers hold p.mu.
+func (p *progress) redraw() {
+	if p.drawn > 0 {
+		fmt.Fprintf(p.w, "\x1b[%dA", p.drawn)
+	}
+	secs := time.Since(p.started).Seconds()
+	for i, l := range p.layers {
+		state := "waiting"
+		switch {
+		case p.done[i]:
+			state = "unpacked"
+		case p.fetched[i] >= l.Size && l.Size > 0:
+			state = "unpacking"
+		case p.fetched[i] > 0:
+			rate := float64(p.fetched[i]) / secs
+			state = fmt.Sprintf("fetching %s/s", humanBytes(int64(rate)))
+		}
+		fmt.Fprintf(p.w, "\x1b[2K%s  %9s / %-9s  %s\n", shortDigest(l.Digest), humanBytes(p.fetched[i]), humanBytes(l.Size), state)
+	}
+	p.drawn = len(p.layers)
+}

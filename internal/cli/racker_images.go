@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/racker-postroj/racker/internal/image"
+)
+
+func imagesCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "images",
+		Usage: "list the images in the store",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "format", Value: "table", Usage: "output `FORMAT`: table or json"},
+		},
+		Action: func(c *cli.Context) error {
+			format := c.String("format")
+			if format != "table" && format != "json" {
+				return usagef("unexpected --format %q (valid: table, json)", format)
+			}
+			if c.NArg() != 0 {
+				return usagef("images takes no arguments")
+			}
+			st, err := openStore(c)
+			if err != nil {
+				return err
+			}
+			imgs, err := st.List()
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				if imgs == nil {
+					imgs = []image.Image{} // "[]", not "null"
+				}
+				b, err := json.MarshalIndent(imgs, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(c.App.Writer, "%s\n", b)
+				return err
+			}
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tPULLED")
+			for _, img := range imgs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Reference, shortDigest(img.Digest), img.Platform,
+					humanBytes(img.Size), humanAgo(time.Since(img.Pulled)))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func shortDigest(d string) string {
+	if len(d) > 7+12 {
+		return d[7 : 7+12]
+	}
+	return d
+}
+
+func humanBytes(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+func humanAgo(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return fmt.Sprintf("%d minutes ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d hours ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+}
