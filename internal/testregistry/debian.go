@@ -1,0 +1,450 @@
+package testregistry
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoMmdebstrap means a root filesystem is not cached and mmdebstrap,
+// which would build it, is not installed.
+var ErrNoMmdebstrap = errors.New("mmdebstrap is not installed (apt-get install mmdebstrap)")
+
+// Recipe says how mmdebstrap builds a Debian root filesystem. Everything in
+// it, plus the mmdebstrap version, keys the cache.
+type Recipe struct {
+	Suite   string   // a Debian suite such as "bookworm"
+	Variant string   // an mmdebstrap --variant such as "minbase"
+	Include []string // extra packages, as for --include
+	Mirror  string   // empty means the mirror this machine's apt uses
+	Arch    string   // a Debian architecture; empty means the host's
+}
+
+// BookwormSlim is built like Docker Hub's debian:bookworm-slim: about 170 MB
+// unpacked, one layer.
+var BookwormSlim = Recipe{Suite: "bookworm", Variant: "minbase"}
+
+// Cache builds root filesystems with mmdebstrap and keeps each one as a
+// gzip-compressed layer, so later runs, and other test processes running at
+// the same time, reuse it without the network.
+type Cache struct {
+	// Dir holds the cached layers; see DefaultCacheDir.
+	Dir string
+	// Logger, when set, reports builds.
+	Logger *slog.Logger
+}
+
+// DefaultCacheDir returns $RACKER_TEST_CACHE if set, else
+// /var/cache/racker-test if it is writable or can be created, else
+// racker-test under the user's cache directory.
+func DefaultCacheDir() string {
+	if dir := os.Getenv("RACKER_TEST_CACHE"); dir != "" {
+		return dir
+	}
+	const system = "/var/cache/racker-test"
+	if err := os.MkdirAll(system, 0o755); err == nil && unix.Access(system, unix.W_OK) == nil {
+		return system
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "racker-test")
+	}
+	return filepath.Join(os.TempDir(), "racker-test")
+}
+
+// LayerInfo describes a cached layer.
+type LayerInfo struct {
+	Digest           v1.Hash        `json:"digest"`           // of the .tar.gz
+	DiffID           v1.Hash        `json:"diffID"`           // of the .tar
+	Size             int64          `json:"size"`             // of the .tar.gz
+	UncompressedSize int64          `json:"uncompressedSize"` // of the .tar
+	Compressor       string         `json:"compressor"`       // "pigz" or "go"
+	BuildSeconds     float64        `json:"buildSeconds"`     // mmdebstrap's wall time
+	Recipe           ResolvedRecipe `json:"recipe"`           // what the key hashes
+}
+
+// cacheFormat changes whenever the cache layout or the way a recipe is
+// turned into a layer changes, so old entries are not reused.
+const cacheFormat = 1
+
+// Layer returns the layer for r, building it first if it is not cached. It
+// holds an exclusive lock on the entry while it looks and builds, so
+// concurrent callers build it once. A cache hit reads two small files and
+// runs `mmdebstrap --version`. Without mmdebstrap, an entry that an older or
+// newer mmdebstrap built is used, and ErrNoMmdebstrap returned if none is.
+func (c *Cache) Layer(ctx context.Context, r Recipe) (*FileLayer, error) {
+	k, err := resolve(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("debian %s/%s: %w", r.Suite, r.Variant, err)
+	}
+	prefix := fmt.Sprintf("debian-%s-%s-%s-", k.Suite, k.Variant, k.Arch)
+	if k.Mmdebstrap == "" {
+		if l := c.anyVersion(prefix, k); l != nil {
+			return l, nil
+		}
+		return nil, fmt.Errorf("debian %s/%s: not in cache %s and %w", k.Suite, k.Variant, c.Dir, ErrNoMmdebstrap)
+	}
+	data, err := json.Marshal(k)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(data)
+	name := prefix + hex.EncodeToString(sum[:8])
+	entry := filepath.Join(c.Dir, name)
+	if l, err := openCached(entry); err == nil {
+		return l, nil
+	}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("debian cache: %w", err)
+	}
+	unlock, err := lock(ctx, entry+".lock")
+	if err != nil {
+		return nil, fmt.Errorf("debian cache %s: %w", name, err)
+	}
+	defer unlock()
+	if l, err := openCached(entry); err == nil {
+		return l, nil // another process built it while we waited
+	}
+	// Leftovers of builds that were killed: safe to remove, we hold the lock.
+	stale, _ := filepath.Glob(filepath.Join(c.Dir, ".tmp-"+name+"-*"))
+	for _, dir := range stale {
+		os.RemoveAll(dir)
+	}
+	tmp, err := os.MkdirTemp(c.Dir, ".tmp-"+name+"-")
+	if err != nil {
+		return nil, fmt.Errorf("debian cache: %w", err)
+	}
+	defer os.RemoveAll(tmp) // a no-op after the rename
+	if err := c.build(ctx, tmp, k); err != nil {
+		return nil, fmt.Errorf("building debian %s/%s: %w", k.Suite, k.Variant, err)
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp made it 0700
+		return nil, fmt.Errorf("debian cache: %w", err)
+	}
+	if err := os.Rename(tmp, entry); err != nil {
+		return nil, fmt.Errorf("debian cache: %w", err)
+	}
+	return openCached(entry)
+}
+
+// ResolvedRecipe is a Recipe with its defaults filled in, plus what else
+// decides the bytes of the layer. Its JSON encoding is hashed into the
+// cache key.
+type ResolvedRecipe struct {
+	Format     int      `json:"format"`
+	Suite      string   `json:"suite"`
+	Variant    string   `json:"variant"`
+	Include    []string `json:"include"`
+	Mirror     string   `json:"mirror"`
+	Arch       string   `json:"arch"`
+	Mmdebstrap string   `json:"mmdebstrap"` // empty when not installed
+}
+
+func resolve(ctx context.Context, r Recipe) (ResolvedRecipe, error) {
+	k := ResolvedRecipe{
+		Format:  cacheFormat,
+		Suite:   r.Suite,
+		Variant: r.Variant,
+		Include: slices.Sorted(slices.Values(r.Include)),
+		Mirror:  r.Mirror,
+		Arch:    r.Arch,
+	}
+	if k.Include == nil {
+		k.Include = []string{}
+	}
+	if k.Mirror == "" {
+		k.Mirror = Mirror(r.Suite)
+	}
+	if k.Arch == "" {
+		k.Arch = DebianArch(runtime.GOARCH)
+	}
+	if _, err := exec.LookPath("mmdebstrap"); err == nil {
+		var out strings.Builder
+		if err := run(ctx, &out, "mmdebstrap", "--version"); err != nil {
+			return k, err
+		}
+		k.Mmdebstrap = strings.TrimSpace(out.String())
+	}
+	return k, nil
+}
+
+// anyVersion returns a cached layer built from k by any mmdebstrap, or nil.
+func (c *Cache) anyVersion(prefix string, k ResolvedRecipe) *FileLayer {
+	entries, _ := os.ReadDir(c.Dir)
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		l, err := openCached(filepath.Join(c.Dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		got := l.Info.Recipe
+		got.Mmdebstrap = ""
+		if fmt.Sprint(got) == fmt.Sprint(k) {
+			return l
+		}
+	}
+	return nil
+}
+
+func (c *Cache) build(ctx context.Context, dir string, k ResolvedRecipe) error {
+	tarPath := filepath.Join(dir, "rootfs.tar")
+	args := []string{"--variant=" + k.Variant, "--architectures=" + k.Arch}
+	if len(k.Include) > 0 {
+		args = append(args, "--include="+strings.Join(k.Include, ","))
+	}
+	args = append(args, k.Suite, tarPath, k.Mirror)
+	if c.Logger != nil {
+		c.Logger.Info("building root filesystem", "cmd", "mmdebstrap "+strings.Join(args, " "))
+	}
+	start := time.Now()
+	if err := run(ctx, nil, "mmdebstrap", args...); err != nil {
+		return err
+	}
+	info := LayerInfo{BuildSeconds: time.Since(start).Seconds(), Recipe: k}
+
+	var err error
+	info.DiffID, info.UncompressedSize, err = hashFile(tarPath)
+	if err != nil {
+		return err
+	}
+	gzPath := filepath.Join(dir, "layer.tar.gz")
+	info.Compressor, err = compress(ctx, tarPath, gzPath)
+	if err != nil {
+		return fmt.Errorf("compressing: %w", err)
+	}
+	info.Digest, info.Size, err = hashFile(gzPath)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(tarPath); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	if c.Logger != nil {
+		c.Logger.Info("built root filesystem", "digest", info.Digest, "size", info.Size,
+			"seconds", info.BuildSeconds)
+	}
+	return os.WriteFile(filepath.Join(dir, "layer.json"), data, 0o644)
+}
+
+// compress gzips src into dst with pigz when it is installed, else with Go.
+func compress(ctx context.Context, src, dst string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return "", err
+	}
+	defer out.Close()
+	if _, err := exec.LookPath("pigz"); err == nil {
+		// From stdin, so the header names no file and no time.
+		cmd := command(ctx, "pigz", "-6", "-c")
+		cmd.Stdin = in
+		cmd.Stdout = out
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			return "", fmt.Errorf("pigz: %w: %s", err, tail(stderr.String(), 2000))
+		}
+		return "pigz", out.Close()
+	}
+	w := bufio.NewWriterSize(out, 1<<20)
+	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(zw, in); err != nil {
+		return "", err
+	}
+	if err := zw.Close(); err != nil {
+		return "", err
+	}
+	if err := w.Flush(); err != nil {
+		return "", err
+	}
+	return "go", out.Close()
+}
+
+func hashFile(path string) (v1.Hash, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return v1.Hash{}, 0, err
+	}
+	defer f.Close()
+	return v1.SHA256(f)
+}
+
+// openCached opens a complete cache entry.
+func openCached(dir string) (*FileLayer, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "layer.json"))
+	if err != nil {
+		return nil, err
+	}
+	var info LayerInfo
+	if err := json.Unmarshal(data, &info); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "layer.tar.gz")
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() != info.Size {
+		return nil, fmt.Errorf("%s: %d bytes, want %d", path, st.Size(), info.Size)
+	}
+	return &FileLayer{Path: path, Info: info, Type: types.DockerLayer}, nil
+}
+
+// lock takes an exclusive flock on path, waiting until ctx ends. The lock
+// goes away with the process, so a killed build never blocks the next.
+func lock(ctx context.Context, path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for lock %s: %w", path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// DebianArch maps a GOARCH to Debian's architecture name.
+func DebianArch(goarch string) string {
+	switch goarch {
+	case "arm":
+		return "armhf"
+	case "386":
+		return "i386"
+	case "ppc64le":
+		return "ppc64el"
+	case "mips64le":
+		return "mips64el"
+	}
+	return goarch
+}
+
+// Mirror returns the Debian mirror that this machine's apt uses for suite:
+// $RACKER_TEST_MIRROR if set, else the first URI in /etc/apt/sources.list or
+// /etc/apt/sources.list.d/*.{list,sources} that serves suite, else the first
+// that looks like a Debian archive, else http://deb.debian.org/debian.
+func Mirror(suite string) string {
+	if m := os.Getenv("RACKER_TEST_MIRROR"); m != "" {
+		return m
+	}
+	files := []string{"/etc/apt/sources.list"}
+	for _, pattern := range []string{"*.list", "*.sources"} {
+		more, _ := filepath.Glob(filepath.Join("/etc/apt/sources.list.d", pattern))
+		files = append(files, more...)
+	}
+	var fallback string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, src := range parseSources(f, string(data)) {
+			if !strings.Contains(src.uri, "debian") || strings.Contains(src.uri, "security") {
+				continue
+			}
+			if slices.Contains(src.suites, suite) {
+				return src.uri
+			}
+			if fallback == "" {
+				fallback = src.uri
+			}
+		}
+	}
+	if fallback != "" {
+		return fallback
+	}
+	return "http://deb.debian.org/debian"
+}
+
+type aptSource struct {
+	uri    string
+	suites []string
+}
+
+// parseSources reads both the one-line format (*.list) and deb822 (*.sources).
+func parseSources(file, text string) []aptSource {
+	var out []aptSource
+	if strings.HasSuffix(file, ".sources") {
+		for _, stanza := range strings.Split(text, "\n\n") {
+			fields := map[string]string{}
+			for _, line := range strings.Split(stanza, "\n") {
+				if strings.HasPrefix(line, "#") {
+					continue
+				}
+				if k, v, ok := strings.Cut(line, ":"); ok {
+					fields[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+				}
+			}
+			if !slices.Contains(strings.Fields(fields["types"]), "deb") {
+				continue
+			}
+			if strings.EqualFold(fields["enabled"], "no") {
+				continue
+			}
+			for _, uri := range strings.Fields(fields["uris"]) {
+				out = append(out, aptSource{uri: uri, suites: strings.Fields(fields["suites"])})
+			}
+		}
+		return out
+	}
+	for _, line := range strings.Split(text, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "deb" {
+			continue
+		}
+		f = f[1:]
+		if strings.HasPrefix(f[0], "[") { // options such as [signed-by=...]
+			for len(f) > 0 && !strings.HasSuffix(f[0], "]") {
+				f = f[1:]
+			}
+			if len(f) > 0 {
+				f = f[1:]
+			}
+		}
+		if len(f) >= 2 {
+			out = append(out, aptSource{uri: f[0], suites: []string{f[1]}})
+		}
+	}
+	return out
+}
