@@ -12,7 +12,10 @@ import (
 // and nothing outside the rootfs changes. The seeds are the hostile and
 // functional test cases; their absolute "host" paths point at a victim
 // directory that does not exist and at a canary name, so that an escape is
-// detected and cannot do damage.
+// detected and cannot do damage. Each input costs a fresh fixture, so run it
+// with a short minimisation budget:
+//
+//	go test -run XXX -fuzz FuzzApply -fuzztime 60s -fuzzminimizetime 1s ./internal/layer/
 func FuzzApply(f *testing.F) {
 	const canary = "racker-layer-fuzz-canary"
 	const fakeVictim = "/racker-layer-fuzz-victim"
