@@ -1,0 +1,291 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// bootNeeds is what a container needs from an image to be booted and probed:
+// systemd as init, a D-Bus system bus to talk to it, a way to fetch URLs and
+// certificates to trust.
+var bootNeeds = []need{
+	{what: "systemd", paths: []string{"/usr/lib/systemd/systemd", "/lib/systemd/systemd"}},
+	{what: "dbus", paths: []string{"/usr/bin/dbus-daemon", "/usr/bin/dbus-broker", "/usr/bin/dbus-broker-launch", "/bin/dbus-daemon"}},
+	{what: "curl", paths: []string{"/usr/bin/curl", "/usr/bin/wget", "/bin/curl", "/bin/wget"}},
+	{what: "ca-certificates", paths: []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+		"/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem"}},
+}
+
+type need struct {
+	what  string   // generic package name
+	paths []string // any of these present means satisfied
+}
+
+// PackageManager describes how to install packages in a distribution.
+type PackageManager struct {
+	Name    string            // apt-get, dnf, microdnf, yum, zypper, pacman
+	Binary  string            // path in the root that proves it is there
+	Install string            // shell command; %s is the package list
+	Names   map[string]string // generic name -> this distribution's package (default: same)
+}
+
+// packageManagers in order of preference when several are present (dnf
+// images often carry yum as a compatibility link).
+var packageManagers = []PackageManager{
+	{Name: "apt-get", Binary: "/usr/bin/apt-get",
+		Install: "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends %s"},
+	{Name: "dnf", Binary: "/usr/bin/dnf",
+		Install: "dnf install -y --setopt=install_weak_deps=False %s && dnf clean all"},
+	{Name: "microdnf", Binary: "/usr/bin/microdnf",
+		Install: "microdnf install -y %s && microdnf clean all"},
+	{Name: "yum", Binary: "/usr/bin/yum",
+		Install: "yum install -y %s && yum clean all"},
+	{Name: "zypper", Binary: "/usr/bin/zypper",
+		Install: "zypper --non-interactive --gpg-auto-import-keys install --no-recommends %s && zypper clean --all",
+		Names:   map[string]string{"dbus": "dbus-1"}},
+	{Name: "pacman", Binary: "/usr/bin/pacman",
+		Install: "pacman -Sy --noconfirm --needed %s"},
+}
+
+// ErrNotBootable is wrapped by errors about images that cannot be made to
+// boot.
+var ErrNotBootable = errors.New("image cannot be booted")
+
+// Runner runs a shell command in a root filesystem without booting it,
+// with the host's network and resolver, writing to the tree (the
+// preparation step's container). It returns the command's exit status.
+type Runner func(ctx context.Context, rootfs string, script string, out io.Writer) (int, error)
+
+// PrepareOptions configure Store.Prepare.
+type PrepareOptions struct {
+	// Run runs the package manager in the tree being prepared (required
+	// when the image lacks something).
+	Run Runner
+	// Output, when set, receives the package manager's output as it runs;
+	// otherwise the output is kept and its tail is part of any error.
+	Output io.Writer
+}
+
+// Prepared is a root filesystem ready for booting.
+type Prepared struct {
+	RootFS    string
+	Installed []string // packages installed by preparation (empty: none needed)
+	Manager   string
+}
+
+// preparedRecord is what images/sha256/<hex>/prepared/prepared.json holds.
+type preparedRecord struct {
+	Installed []string  `json:"installed"`
+	Manager   string    `json:"manager"`
+	Prepared  time.Time `json:"prepared"`
+	Took      string    `json:"took"`
+}
+
+// Missing lists what the root filesystem lacks for booting (generic
+// package names), resolving every path inside it.
+func Missing(rootfs string) ([]string, error) {
+	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", rootfs, err)
+	}
+	defer unix.Close(root)
+	var missing []string
+	for _, n := range bootNeeds {
+		if !anyExists(root, n.paths) {
+			missing = append(missing, n.what)
+		}
+	}
+	return missing, nil
+}
+
+func anyExists(root int, paths []string) bool {
+	for _, p := range paths {
+		if existsInRoot(root, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// existsInRoot reports whether p names a regular file in the tree root,
+// every symlink resolved inside it.
+func existsInRoot(root int, p string) bool {
+	fd, err := unix.Openat2(root, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
+}
+
+// DetectPackageManager finds the package manager of a root filesystem.
+func DetectPackageManager(rootfs string) (PackageManager, error) {
+	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return PackageManager{}, fmt.Errorf("opening %s: %w", rootfs, err)
+	}
+	defer unix.Close(root)
+	for _, pm := range packageManagers {
+		if existsInRoot(root, pm.Binary) {
+			return pm, nil
+		}
+	}
+	if existsInRoot(root, "/sbin/apk") {
+		return PackageManager{}, fmt.Errorf("%w: Alpine has no systemd (use --boot=never)", ErrNotBootable)
+	}
+	return PackageManager{}, fmt.Errorf("%w: no supported package manager (apt-get, dnf, microdnf, yum, zypper, pacman) to install systemd with", ErrNotBootable)
+}
+
+// PackagesFor maps generic package names to pm's.
+func (pm PackageManager) PackagesFor(generic []string) []string {
+	out := make([]string, len(generic))
+	for i, g := range generic {
+		out[i] = g
+		if n, ok := pm.Names[g]; ok {
+			out[i] = n
+		}
+	}
+	return out
+}
+
+// Prepare returns a root filesystem of img that can boot: img's own when it
+// has everything (nothing is copied), otherwise a prepared copy kept in the
+// store next to the image, made once by installing what is missing with the
+// image's own package manager. A failed preparation leaves nothing behind.
+func (s *Store) Prepare(ctx context.Context, img Image, opts PrepareOptions) (Prepared, error) {
+	p, err := s.prepare(ctx, img, opts)
+	if err != nil {
+		return p, &Error{Op: "preparing", Ref: img.Reference, Err: err}
+	}
+	return p, nil
+}
+
+func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Prepared, error) {
+	dir := filepath.Join(s.imageDir(img.Digest), "prepared")
+	if p, ok := s.readPrepared(dir); ok {
+		return p, nil
+	}
+	missing, err := Missing(img.RootFS)
+	if err != nil {
+		return Prepared{}, err
+	}
+	if len(missing) == 0 {
+		return Prepared{RootFS: img.RootFS}, nil
+	}
+	unlock, err := s.lock(ctx, img.Digest)
+	if err != nil {
+		return Prepared{}, err
+	}
+	defer unlock()
+	if p, ok := s.readPrepared(dir); ok {
+		return p, nil // prepared by another process while we waited
+	}
+	pm, err := DetectPackageManager(img.RootFS)
+	if err != nil {
+		return Prepared{}, err
+	}
+	if opts.Run == nil {
+		return Prepared{}, fmt.Errorf("image lacks %s and no runner was given to install it", strings.Join(missing, ", "))
+	}
+	pkgs := pm.PackagesFor(missing)
+	s.Logger.Info("preparing image for booting", "ref", img.Reference, "manager", pm.Name, "installing", strings.Join(pkgs, " "))
+	t0 := time.Now()
+
+	h, _ := digestHex(img.Digest)
+	work, err := os.MkdirTemp(filepath.Join(s.Root, "tmp"), h+".prep-")
+	if err != nil {
+		return Prepared{}, err
+	}
+	defer os.RemoveAll(work)
+	rootfs := filepath.Join(work, "rootfs")
+	// cp -a never follows the tree's symlinks; reflinks make it nearly free
+	// where the filesystem supports them.
+	cp := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", img.RootFS, rootfs)
+	if out, err := cp.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return Prepared{}, ctx.Err()
+		}
+		return Prepared{}, fmt.Errorf("copying the image: %v: %s", err, oneLine(string(out)))
+	}
+	s.Logger.Info("copied image", "took", time.Since(t0))
+
+	var tail tailBuffer
+	out := io.Writer(&tail)
+	if opts.Output != nil {
+		out = io.MultiWriter(opts.Output, &tail)
+	}
+	script := fmt.Sprintf(pm.Install, strings.Join(pkgs, " "))
+	code, err := opts.Run(ctx, rootfs, script, out)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Prepared{}, ctx.Err()
+		}
+		return Prepared{}, fmt.Errorf("running %s: %w", pm.Name, err)
+	}
+	if code != 0 {
+		return Prepared{}, fmt.Errorf("%s install %s failed with status %d: %s", pm.Name, strings.Join(pkgs, " "), code, tail.last(5))
+	}
+	if still, err := Missing(rootfs); err != nil || len(still) > 0 {
+		return Prepared{}, fmt.Errorf("%s ran but the image still lacks %s", pm.Name, strings.Join(still, ", "))
+	}
+	rec := preparedRecord{Installed: pkgs, Manager: pm.Name, Prepared: time.Now().UTC(), Took: time.Since(t0).Round(time.Millisecond).String()}
+	b, _ := json.MarshalIndent(rec, "", "  ")
+	if err := os.WriteFile(filepath.Join(work, "prepared.json"), b, 0o600); err != nil {
+		return Prepared{}, err
+	}
+	if err := os.Rename(work, dir); err != nil {
+		return Prepared{}, fmt.Errorf("activating prepared image: %w", err)
+	}
+	s.Logger.Info("prepared image", "ref", img.Reference, "took", time.Since(t0))
+	return Prepared{RootFS: filepath.Join(dir, "rootfs"), Installed: pkgs, Manager: pm.Name}, nil
+}
+
+func (s *Store) readPrepared(dir string) (Prepared, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "prepared.json"))
+	if err != nil {
+		return Prepared{}, false
+	}
+	var rec preparedRecord
+	if json.Unmarshal(b, &rec) != nil {
+		return Prepared{}, false
+	}
+	return Prepared{RootFS: filepath.Join(dir, "rootfs"), Installed: rec.Installed, Manager: rec.Manager}, true
+}
+
+// tailBuffer keeps the last 64 KiB written to it.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 64<<10 {
+		t.b = t.b[len(t.b)-64<<10:]
+	}
+	return len(p), nil
+}
+
+// last returns the last n non-empty lines, joined into one line.
+func (t *tailBuffer) last(n int) string {
+	var lines []string
+	for _, l := range bytes.Split(t.b, []byte("\n")) {
+		if s := strings.TrimSpace(string(l)); s != "" {
+			lines = append(lines, s)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

@@ -1,0 +1,155 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// mkTree makes files (and "name -> target" symlinks) under a new root.
+func mkTree(t *testing.T, entries ...string) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, e := range entries {
+		name, target, link := strings.Cut(e, " -> ")
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if link {
+			err = os.Symlink(target, p)
+		} else {
+			err = os.WriteFile(p, []byte("x"), 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestMissing(t *testing.T) {
+	tests := []struct {
+		name    string
+		entries []string
+		want    []string
+	}{
+		{"slim debian", []string{"usr/bin/apt-get", "etc/os-release"}, []string{"systemd", "dbus", "curl", "ca-certificates"}},
+		{"merged usr through symlinks", []string{"lib -> usr/lib", "usr/lib/systemd/systemd", "bin -> /usr/bin", "usr/bin/dbus-daemon",
+			"usr/bin/wget", "etc/pki/tls/certs/ca-bundle.crt"}, nil},
+		{"broker and curl", []string{"usr/lib/systemd/systemd", "usr/bin/dbus-broker", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"}, nil},
+		// A link that points at the host's files resolves inside the tree.
+		{"absolute links stay inside", []string{"usr/lib/systemd/systemd -> /proc/1/exe", "usr/bin/curl -> /usr/bin/env",
+			"usr/bin/dbus-daemon -> ../../../../../../bin/sh", "etc/ssl/cert.pem -> /etc/passwd"}, []string{"systemd", "dbus", "curl", "ca-certificates"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Missing(mkTree(t, tt.entries...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Missing = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDetectPackageManager(t *testing.T) {
+	tests := []struct {
+		entries []string
+		want    string
+		pkgs    []string
+	}{
+		{[]string{"usr/bin/apt-get"}, "apt-get", []string{"systemd", "dbus"}},
+		{[]string{"usr/bin/yum -> dnf-3", "usr/bin/dnf -> dnf-3", "usr/bin/dnf-3"}, "dnf", []string{"systemd", "dbus"}},
+		{[]string{"usr/bin/microdnf"}, "microdnf", []string{"systemd", "dbus"}},
+		{[]string{"usr/bin/yum"}, "yum", []string{"systemd", "dbus"}},
+		{[]string{"usr/bin/zypper"}, "zypper", []string{"systemd", "dbus-1"}},
+		{[]string{"usr/bin/pacman"}, "pacman", []string{"systemd", "dbus"}},
+	}
+	for _, tt := range tests {
+		pm, err := DetectPackageManager(mkTree(t, tt.entries...))
+		if err != nil || pm.Name != tt.want {
+			t.Errorf("%v: got %q, %v; want %q", tt.entries, pm.Name, err, tt.want)
+			continue
+		}
+		if got := pm.PackagesFor([]string{"systemd", "dbus"}); !reflect.DeepEqual(got, tt.pkgs) {
+			t.Errorf("%s packages = %v, want %v", pm.Name, got, tt.pkgs)
+		}
+	}
+	for _, entries := range [][]string{{"sbin/apk"}, {"bin/sh"}} {
+		if _, err := DetectPackageManager(mkTree(t, entries...)); !errors.Is(err, ErrNotBootable) {
+			t.Errorf("%v: err = %v, want ErrNotBootable", entries, err)
+		}
+	}
+}
+
+func TestPrepare(t *testing.T) {
+	st := newStore(t)
+	base := mkTree(t, "usr/bin/apt-get", "usr/lib/systemd/systemd")
+	img := Image{Reference: "test/prep:1", Digest: "sha256:" + sixtyFour, RootFS: base}
+	os.MkdirAll(st.imageDir(img.Digest), 0o700)
+
+	var scripts []string
+	run := func(ctx context.Context, rootfs, script string, out io.Writer) (int, error) {
+		scripts = append(scripts, script)
+		io.WriteString(out, "installing\n")
+		if strings.Contains(script, "fail") {
+			return 100, nil
+		}
+		for _, p := range []string{"usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"} {
+			os.MkdirAll(filepath.Join(rootfs, filepath.Dir(p)), 0o755)
+			os.WriteFile(filepath.Join(rootfs, p), nil, 0o755)
+		}
+		return 0, nil
+	}
+	p, err := st.Prepare(context.Background(), img, PrepareOptions{Run: run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.RootFS == base || p.Manager != "apt-get" || !reflect.DeepEqual(p.Installed, []string{"dbus", "curl", "ca-certificates"}) {
+		t.Fatalf("Prepare = %+v", p)
+	}
+	if !strings.Contains(scripts[0], "apt-get install -y -q --no-install-recommends dbus curl ca-certificates") {
+		t.Errorf("script = %q", scripts[0])
+	}
+	if m, _ := Missing(base); len(m) != 3 {
+		t.Errorf("the stored image was changed: missing %v", m)
+	}
+	// A second call reuses the prepared tree.
+	if p2, err := st.Prepare(context.Background(), img, PrepareOptions{Run: run}); err != nil || p2.RootFS != p.RootFS || len(scripts) != 1 {
+		t.Errorf("second Prepare = %+v, %v after %d runs", p2, err, len(scripts))
+	}
+	assertTmpEmpty(t, st)
+
+	// A complete image is used as it is.
+	full := mkTree(t, "usr/lib/systemd/systemd", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/cert.pem")
+	if p, err := st.Prepare(context.Background(), Image{Digest: "sha256:" + strings.Repeat("1", 64), RootFS: full}, PrepareOptions{}); err != nil || p.RootFS != full {
+		t.Errorf("complete image: %+v %v", p, err)
+	}
+}
+
+func TestPrepareFailureLeavesNothing(t *testing.T) {
+	st := newStore(t)
+	img := Image{Reference: "test/prep:1", Digest: "sha256:" + sixtyFour, RootFS: mkTree(t, "usr/bin/apt-get")}
+	os.MkdirAll(st.imageDir(img.Digest), 0o700)
+	run := func(ctx context.Context, rootfs, script string, out io.Writer) (int, error) {
+		io.WriteString(out, "E: Unable to locate package systemd\n")
+		return 100, nil
+	}
+	_, err := st.Prepare(context.Background(), img, PrepareOptions{Run: run})
+	if err == nil || !strings.Contains(err.Error(), "preparing test/prep:1: apt-get install systemd dbus curl ca-certificates failed with status 100: E: Unable to locate package systemd") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(st.imageDir(img.Digest), "prepared")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("failed preparation was kept: %v", err)
+	}
+	assertTmpEmpty(t, st)
+}
