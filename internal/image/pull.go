@@ -435,6 +435,8 @@ func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.Co
 		Digest: rr.Digest, Config: cfgDigest.String(), Platform: rr.Platform,
 		Size: total.Bytes, Entries: total.Entries, Layers: len(layers),
 		Created: cfg.Created.Time, Pulled: time.Now().UTC(),
+		Run: Config{Entrypoint: cfg.Config.Entrypoint, Cmd: cfg.Config.Cmd, Env: cfg.Config.Env,
+			WorkingDir: cfg.Config.WorkingDir, User: cfg.Config.User},
 	}
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {

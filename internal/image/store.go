@@ -49,6 +49,16 @@ type Image struct {
 	Created   time.Time `json:"created,omitzero"`
 	Pulled    time.Time `json:"pulled"`
 	RootFS    string    `json:"rootfs"`
+	Config    Config    `json:"config"`
+}
+
+// Config is what an image's configuration says about running it.
+type Config struct {
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"workingDir,omitempty"`
+	User       string   `json:"user,omitempty"`
 }
 
 // record is what images/sha256/<hex>/image.json holds.
@@ -61,6 +71,7 @@ type record struct {
 	Layers   int       `json:"layers"`
 	Created  time.Time `json:"created,omitzero"`
 	Pulled   time.Time `json:"pulled"`
+	Run      Config    `json:"run"`
 }
 
 // refRecord is what refs/<hash>.json holds.
@@ -186,6 +197,7 @@ func (s *Store) image(rr refRecord) (Image, error) {
 		Created:   rec.Created,
 		Pulled:    rec.Pulled,
 		RootFS:    s.RootFS(rec.Digest),
+		Config:    rec.Run,
 	}, nil
 }
 
@@ -195,8 +207,7 @@ func (s *Store) Lookup(ref Reference) (Image, error) {
 	if errors.Is(err, os.ErrNotExist) && ref.Digest() != "" {
 		// A digest reference also finds an image pulled by tag.
 		if rec, rerr := s.readRecord(ref.Digest()); rerr == nil {
-			return Image{Reference: ref.String(), Digest: rec.Digest, Platform: rec.Platform, Size: rec.Size,
-				Layers: rec.Layers, Created: rec.Created, Pulled: rec.Pulled, RootFS: s.RootFS(rec.Digest)}, nil
+			return s.image(refRecord{Reference: ref.String(), Digest: rec.Digest, Platform: rec.Platform})
 		}
 	}
 	if errors.Is(err, os.ErrNotExist) {
