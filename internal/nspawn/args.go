@@ -1,0 +1,157 @@
+package nspawn
+
+import (
+	"os"
+	"strings"
+)
+
+// hostRunsSystemd reports whether the host was booted with systemd, the
+// test sd_booted(3) makes: only then are machined and a system bus there to
+// register with.
+func hostRunsSystemd() bool {
+	fi, err := os.Lstat("/run/systemd/system")
+	return err == nil && fi.IsDir()
+}
+
+// registers decides whether nspawn registers the container with machined.
+func (o *Options) registers() bool {
+	switch o.Register {
+	case RegisterYes:
+		return true
+	case RegisterNo:
+		return false
+	}
+	if o.hostHasSystemd != nil {
+		return o.hostHasSystemd()
+	}
+	return hostRunsSystemd()
+}
+
+// commonArgs are the systemd-nspawn arguments shared by booted and unbooted
+// containers.
+func (o *Options) commonArgs() []string {
+	args := []string{
+		"--directory=" + o.RootFS,
+		"--machine=" + o.Name,
+	}
+	if !o.Writable {
+		// The image stays read-only; writes go to a tmpfs overlay that
+		// vanishes with the container.
+		args = append(args, "--volatile=overlay")
+	}
+	args = append(args,
+		// Host-side .nspawn files and journal links would make a container
+		// depend on host configuration and write to the host.
+		"--settings=no",
+		"--link-journal=no",
+	)
+	if o.registers() {
+		args = append(args, "--register=yes")
+	} else {
+		// Without machined nspawn must neither register nor ask for a scope.
+		args = append(args, "--register=no", "--keep-unit")
+	}
+	if o.Hostname != "" {
+		args = append(args, "--hostname="+o.Hostname)
+	}
+	if o.PrivateNetwork {
+		args = append(args, "--private-network")
+	}
+	for _, b := range o.Binds {
+		flag := "--bind="
+		if b.ReadOnly {
+			flag = "--bind-ro="
+		}
+		spec := b.Host
+		if b.Container != "" && b.Container != b.Host {
+			spec += ":" + b.Container
+		}
+		args = append(args, flag+spec)
+	}
+	return args
+}
+
+// bootArgs is the systemd-nspawn command line that boots the container.
+func (o *Options) bootArgs() []string {
+	args := append([]string{o.nspawn()}, o.commonArgs()...)
+	args = append(args,
+		"--boot",
+		// READY=1 (and X_NSPAWN_LEADER_PID) arrive on $NOTIFY_SOCKET.
+		"--notify-ready=yes",
+		// The console is copied to nspawn's stdout (a log file) and nothing
+		// is read from stdin, which works without a terminal.
+		"--console=read-only",
+		// SIGTERM to nspawn kills the container at once, at every stage of
+		// boot; an orderly poweroff is SIGRTMIN+4 to the container's init.
+		// So the parent-death signal (SIGTERM) cannot leave an orphaned
+		// container behind, which SIGKILL to nspawn would.
+		"--kill-signal=SIGKILL",
+	)
+	if o.Hostname != "" {
+		// systemd would set the image's /etc/hostname over nspawn's
+		// --hostname; its command line, which nspawn passes to it, wins.
+		args = append(args, "systemd.hostname="+o.Hostname)
+	}
+	for _, u := range o.MaskUnits {
+		// systemd-debug-generator reads init's command line in a container.
+		args = append(args, "systemd.mask="+u)
+	}
+	return args
+}
+
+// runArgs is the systemd-nspawn command line that runs p without booting.
+// path is the command resolved in the root filesystem.
+func (o *Options) runArgs(p *Process, path string) []string {
+	args := append([]string{o.nspawn()}, o.commonArgs()...)
+	// nspawn's own status lines would mix with the command's output, and
+	// SIGTERM to nspawn (cancellation, our death) must end the command even
+	// if, as PID 1, it ignores SIGTERM.
+	args = append(args, "--quiet", "--kill-signal=SIGKILL")
+	if p.Terminal {
+		args = append(args, "--console=interactive")
+	} else {
+		// The command gets nspawn's stdin, stdout and stderr as they are.
+		args = append(args, "--console=pipe")
+	}
+	for _, kv := range processEnv(p.Env, p.Terminal) {
+		args = append(args, "--setenv="+kv)
+	}
+	if p.Dir != "" {
+		args = append(args, "--chdir="+p.Dir)
+	}
+	if p.User != "" {
+		args = append(args, "--user="+p.User)
+	}
+	args = append(args, "--", path)
+	return append(args, p.Args[1:]...)
+}
+
+// processEnv is the environment a command gets on top of what the container
+// sets: env with PATH defaulted, and TERM defaulted when it runs on a
+// terminal.
+func processEnv(env []string, terminal bool) []string {
+	out := make([]string, 0, len(env)+2)
+	hasPath, hasTerm := false, false
+	for _, kv := range env {
+		hasPath = hasPath || strings.HasPrefix(kv, "PATH=")
+		hasTerm = hasTerm || strings.HasPrefix(kv, "TERM=")
+	}
+	if !hasPath {
+		out = append(out, "PATH="+DefaultPath)
+	}
+	if terminal && !hasTerm {
+		out = append(out, "TERM=xterm")
+	}
+	return append(out, env...)
+}
+
+// lookupEnv returns the value of key in env (last one wins), or "".
+func lookupEnv(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}

@@ -1,0 +1,117 @@
+package nspawn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Run runs p in opts.RootFS without booting it (systemd-nspawn
+// --volatile=overlay, no --boot) and returns its exit status like
+// Machine.Exec does. The command is the container's PID 1 and sees the
+// caller's streams directly (nspawn --pipe), or the terminal with
+// p.Terminal. When ctx ends the container is killed and ctx.Err() is
+// returned (wrapped).
+//
+// The name is claimed in opts.StateDir, if given, for as long as the
+// command runs, so that List shows it and Stop can end it. p.User takes a
+// user name or uid of the container's passwd file, not uid:gid; p.Dir must
+// exist (the stored root filesystem is not written to create it).
+func Run(ctx context.Context, opts Options, p Process) (int, error) {
+	if err := opts.validate(); err != nil {
+		return -1, err
+	}
+	if err := p.validate(); err != nil {
+		return -1, err
+	}
+	if p.TTY != nil {
+		return -1, errors.New("Process.TTY is for Exec; Run uses Process.Terminal")
+	}
+	if strings.Contains(p.User, ":") {
+		return -1, fmt.Errorf("user %q: a group cannot be given without booting", p.User)
+	}
+	root, err := openRootDir(opts.RootFS)
+	if err != nil {
+		return -1, err
+	}
+	env := processEnv(p.Env, p.Terminal)
+	dir := p.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	file, err := root.lookPath(p.Args[0], lookupEnv(env, "PATH"), dir)
+	if err == nil {
+		if st, serr := root.stat(dir); serr != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			err = &ExecError{Command: p.Args[0], Code: 126, Err: fmt.Errorf("working directory %s does not exist", dir)}
+		}
+	}
+	if err == nil && p.User != "" {
+		var acct account
+		acct, err = root.lookupUser(p.User)
+		if err == nil && !acct.userKnown {
+			// nspawn --user takes users of the container's database only.
+			err = &ExecError{Command: p.Args[0], Code: 126, Err: fmt.Errorf("user %s has no entry in the passwd file, which running without boot needs", p.User)}
+		}
+	}
+	root.Close()
+	if err != nil {
+		return execCode(err), err
+	}
+
+	var rec *record
+	var state containers
+	if opts.StateDir != "" {
+		state = containersDir(opts.StateDir)
+		rec = &record{Name: opts.Name, Image: opts.Image, RootFS: opts.RootFS, Started: time.Now(), Status: statusRunning}
+		if err := ownRecord(rec); err != nil {
+			return -1, err
+		}
+		if err := state.claim(rec); err != nil {
+			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
+		}
+		defer state.release(rec)
+	}
+
+	args := opts.runArgs(&p, file)
+	opts.logger().Debug("running nspawn", "args", args)
+	cmd := command(ctx, args...)
+	cmd.Stdin, cmd.Stdout = p.Stdin, p.Stdout
+	stderr := p.Stderr
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	filter := newNoiseFilter(stderr, opts.Name)
+	cmd.Stderr = filter
+	// --kill-signal=SIGKILL: SIGTERM makes nspawn kill the command.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if !p.Terminal {
+		// Keeps the terminal's Ctrl-C to us; with a terminal, nspawn must
+		// stay in the foreground process group to read it.
+		cmd.SysProcAttr.Setpgid = true
+	}
+	if err := cmd.Start(); err != nil {
+		return -1, fmt.Errorf("starting systemd-nspawn: %w", err)
+	}
+	if rec != nil {
+		rec.NspawnPID = cmd.Process.Pid
+		rec.NspawnStart, _ = startTime(cmd.Process.Pid)
+		state.write(rec)
+	}
+	werr := cmd.Wait()
+	filter.flush()
+	if ctx.Err() != nil {
+		return -1, fmt.Errorf("running %s: %w", opts.Name, ctx.Err())
+	}
+	code, err := exitStatus(werr)
+	if err != nil {
+		return -1, fmt.Errorf("running %s: %w", opts.Name, err)
+	}
+	return code, nil
+}

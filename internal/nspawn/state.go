@@ -1,0 +1,320 @@
+package nspawn
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNameInUse is returned by Start and Run when a running container of the
+// same state directory already has the name.
+var ErrNameInUse = errors.New("container name is already in use")
+
+// ErrNoSuchContainer is returned by Stop and Open for a name no running
+// container has.
+var ErrNoSuchContainer = errors.New("no such container")
+
+// Container is a running container as recorded in the state directory.
+type Container struct {
+	Name      string
+	Image     string // image reference, as given in Options.Image
+	RootFS    string
+	Started   time.Time
+	Booted    bool   // booted with systemd (Start), not a single command (Run)
+	Detached  bool   // outlives the process that started it
+	Status    string // "starting" until READY=1, then "running"
+	LeaderPID int    // the container's PID 1 as seen from the host; 0 until known
+	NspawnPID int    // the systemd-nspawn process
+	Console   string // log of the console of a booted container
+}
+
+// record is what StateDir/containers/NAME/state.json holds. Pids go with
+// their start times so that a reused pid is not taken for the container.
+type record struct {
+	Name        string    `json:"name"`
+	Image       string    `json:"image,omitempty"`
+	RootFS      string    `json:"rootfs"`
+	Started     time.Time `json:"started"`
+	Booted      bool      `json:"booted"`
+	Detached    bool      `json:"detached"`
+	Status      string    `json:"status"`
+	OwnerPID    int       `json:"owner_pid"` // the process that claimed the name
+	OwnerStart  uint64    `json:"owner_start"`
+	NspawnPID   int       `json:"nspawn_pid,omitempty"`
+	NspawnStart uint64    `json:"nspawn_start,omitempty"`
+	LeaderPID   int       `json:"leader_pid,omitempty"`
+	LeaderStart uint64    `json:"leader_start,omitempty"`
+}
+
+const (
+	statusStarting = "starting"
+	statusRunning  = "running"
+)
+
+// alive reports whether the container of r still exists: its nspawn runs, or
+// before nspawn started, the process that claimed the name runs.
+func (r *record) alive() bool {
+	if r.NspawnPID != 0 {
+		return alive(r.NspawnPID, r.NspawnStart)
+	}
+	return alive(r.OwnerPID, r.OwnerStart)
+}
+
+// same reports whether r and o describe the same container instance.
+func (r *record) same(o *record) bool {
+	return r.OwnerPID == o.OwnerPID && r.OwnerStart == o.OwnerStart && r.Started.Equal(o.Started)
+}
+
+func (s containers) container(r *record) Container {
+	c := Container{
+		Name: r.Name, Image: r.Image, RootFS: r.RootFS, Started: r.Started,
+		Booted: r.Booted, Detached: r.Detached, Status: r.Status,
+		LeaderPID: r.LeaderPID, NspawnPID: r.NspawnPID,
+	}
+	if r.Booted {
+		c.Console = s.console(r.Name)
+	}
+	return c
+}
+
+// containers is the containers directory of a state directory:
+//
+//	containers/.lock         flock(2) held while names are claimed or pruned
+//	containers/NAME/state.json
+//	containers/NAME/console.log   console of a booted container
+type containers string
+
+func (s containers) dir(name string) string { return filepath.Join(string(s), name) }
+
+func (s containers) console(name string) string { return filepath.Join(s.dir(name), "console.log") }
+
+// lock takes the state directory's lock and returns its release.
+func (s containers) lock() (func(), error) {
+	if err := os.MkdirAll(string(s), 0o700); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(string(s), ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening state lock: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking state directory: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+func (s containers) read(name string) (*record, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir(name), "state.json"))
+	if err != nil {
+		return nil, err
+	}
+	r := new(record)
+	if err := json.Unmarshal(b, r); err != nil {
+		return nil, fmt.Errorf("reading state of %s: %w", name, err)
+	}
+	return r, nil
+}
+
+// write replaces the state file of r.Name atomically.
+func (s containers) write(r *record) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := s.dir(r.Name)
+	tmp, err := os.CreateTemp(dir, ".state-*")
+	if err != nil {
+		return fmt.Errorf("writing state of %s: %w", r.Name, err)
+	}
+	_, err = tmp.Write(append(b, '\n'))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, "state.json"))
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("writing state of %s: %w", r.Name, err)
+	}
+	return nil
+}
+
+// claim reserves r.Name for r: it fails with ErrNameInUse if a live
+// container has the name, replaces the state of a dead one, and records r.
+func (s containers) claim(r *record) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if old, err := s.read(r.Name); err == nil && old.alive() {
+		return fmt.Errorf("%w: %q (started %s, nspawn pid %d)", ErrNameInUse, r.Name,
+			old.Started.Format(time.RFC3339), old.NspawnPID)
+	}
+	if err := removeStale(s.dir(r.Name), r.Name); err != nil {
+		return err
+	}
+	if err := os.Mkdir(s.dir(r.Name), 0o700); err != nil {
+		return fmt.Errorf("creating state of %s: %w", r.Name, err)
+	}
+	return s.write(r)
+}
+
+// release removes the state of r if it still describes r (a later
+// container may have claimed the name since).
+func (s containers) release(r *record) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	cur, err := s.read(r.Name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil && !cur.same(r) {
+		return nil
+	}
+	return removeStale(s.dir(r.Name), r.Name)
+}
+
+// removeStale removes the state directory of a container that no longer
+// runs, and what nspawn may have left on the host for it.
+func removeStale(dir, name string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing state of %s: %w", name, err)
+	}
+	removePropagateDir(name)
+	return nil
+}
+
+// removePropagateDir removes /run/systemd/nspawn/propagate/NAME, which
+// nspawn creates for every container and refuses to delete itself when /run
+// is not a tmpfs ("Attempted to remove disk file system ..."). It is only
+// removed when empty: anything else is not ours to delete.
+func removePropagateDir(name string) {
+	os.Remove(filepath.Join("/run/systemd/nspawn/propagate", name))
+}
+
+// List returns the running containers of stateDir, oldest first, and prunes
+// the state of containers whose processes are gone.
+func List(stateDir string) ([]Container, error) {
+	s := containersDir(stateDir)
+	entries, err := os.ReadDir(string(s))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing containers: %w", err)
+	}
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	var out []Container
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		r, err := s.read(e.Name())
+		if err == nil && r.Name == e.Name() && r.alive() {
+			out = append(out, s.container(r))
+			continue
+		}
+		// Claims write their state before the lock is released, so a
+		// directory without a readable state is debris.
+		if err := removeStale(s.dir(e.Name()), e.Name()); err != nil {
+			return nil, err
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	return out, nil
+}
+
+// Stop powers off the running container name of stateDir, from any process:
+// SIGRTMIN+4 to its init, then after timeout (DefaultStopTimeout if zero)
+// SIGTERM to nspawn, which kills the container. It returns when nspawn has
+// exited and the state is removed, or with ErrNoSuchContainer.
+func Stop(ctx context.Context, stateDir, name string, timeout time.Duration) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	s := containersDir(stateDir)
+	r, err := s.read(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stopping %s: %w", name, ErrNoSuchContainer)
+	}
+	if err != nil {
+		return fmt.Errorf("stopping %s: %w", name, err)
+	}
+	nspawn, err := openProc(r.NspawnPID, r.NspawnStart)
+	if errors.Is(err, errGone) {
+		s.release(r)
+		if r.NspawnPID == 0 && alive(r.OwnerPID, r.OwnerStart) {
+			return fmt.Errorf("stopping %s: container is still being created", name)
+		}
+		return fmt.Errorf("stopping %s: %w", name, ErrNoSuchContainer)
+	}
+	if err != nil {
+		return fmt.Errorf("stopping %s: %w", name, err)
+	}
+	defer nspawn.close()
+	leader, _ := openProc(r.LeaderPID, r.LeaderStart)
+	defer leader.close()
+	if err := stopProcesses(ctx, nspawn, leader, true, timeout); err != nil {
+		return fmt.Errorf("stopping %s: %w", name, err)
+	}
+	return s.release(r)
+}
+
+func containersDir(stateDir string) containers {
+	return containers(filepath.Join(stateDir, "containers"))
+}
+
+// killGrace is how long nspawn gets to exit after it was told to kill the
+// container, before it is killed itself.
+const killGrace = 5 * time.Second
+
+// stopProcesses stops a container: an orderly poweroff if asked for and
+// leader is known,
+// SIGTERM to nspawn (which SIGKILLs the container, see bootArgs) if that
+// does not end nspawn within timeout or ctx ends first, SIGKILL to both as
+// the last resort. It returns nil once nspawn has exited.
+func stopProcesses(ctx context.Context, nspawn, leader *proc, poweroff bool, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = DefaultStopTimeout
+	}
+	if poweroff && leader != nil {
+		if err := leader.signal(sigPoweroff); err == nil && nspawn.wait(ctx, timeout) {
+			return nil
+		}
+	}
+	// Killing is quick and must finish even when ctx has ended.
+	bg := context.WithoutCancel(ctx)
+	if err := nspawn.signal(unix.SIGTERM); err == nil && nspawn.wait(bg, killGrace) {
+		return nil
+	}
+	leader.signal(unix.SIGKILL)
+	nspawn.signal(unix.SIGKILL)
+	if nspawn.wait(bg, killGrace) {
+		return nil
+	}
+	return fmt.Errorf("systemd-nspawn (pid %d) did not exit after SIGKILL", nspawn.pid)
+}
