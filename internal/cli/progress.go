@@ -44,7 +44,7 @@ func (p *progress) Start(ref string, layers []image.LayerInfo) {
 		total += l.Size
 	}
 	if !p.live {
-		fmt.Fprintf(p.w, "Pulling %s: %d layers, %s\n", ref, len(layers), humanBytes(total))
+		fmt.Fprintf(p.w, "Pulling %s: %s in %s\n", ref, humanBytes(total), plural(len(layers), "layer"))
 		return
 	}
 	p.wg.Add(1)
@@ -121,4 +121,12 @@ func (p *progress) redraw() {
 		fmt.Fprintf(p.w, "\x1b[2K%s  %9s / %-9s  %s\n", shortDigest(l.Digest), humanBytes(p.fetched[i]), humanBytes(l.Size), state)
 	}
 	p.drawn = len(p.layers)
+}
+
+// plural returns "1 layer", "2 layers".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

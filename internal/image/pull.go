@@ -504,11 +504,14 @@ func (s *Store) applyLayer(ctx context.Context, ap *layer.Applier, sp *spool, in
 	}
 	defer closeFn()
 	hasher := sha256.New()
+	// Decompression and the diff ID hash run ahead on their own goroutine.
+	ra := newReadAhead(io.TeeReader(tarStream, hasher), 4, 1<<20)
 	// Per-layer budget: no layer may expand by more than gzip's own limit
 	// (about 1:1032) beyond a generous floor. This stops sparse-file and
 	// zstd bombs long before they reach the disk.
 	budget := info.Size*1032 + 1<<30
-	st, err := ap.Apply(ctx, io.TeeReader(tarStream, hasher), budget)
+	st, err := ap.Apply(ctx, ra, budget)
+	ra.Close()
 	if err != nil {
 		return st, err
 	}
