@@ -17,7 +17,7 @@ func rackerApp() *cli.App {
 			"Registry mirrors come from RACKER_REGISTRY_MIRRORS (docker.io=HOST:PORT,...); credentials from\n" +
 			"~/.docker/config.json. Exit codes: 0 success, 125 racker failed, 130 interrupted.",
 		Flags:    globalFlags(),
-		Commands: []*cli.Command{pullCommand(), imagesCommand(), rmiCommand()},
+		Commands: []*cli.Command{runCommand(), execCommand(), psCommand(), stopCommand(), rmCommand(), pullCommand(), imagesCommand(), rmiCommand()},
 	}
 }
 

@@ -1,0 +1,311 @@
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/racker-postroj/racker/internal/image"
+	"github.com/racker-postroj/racker/internal/nspawn"
+)
+
+// PullPolicy says when Run pulls the image.
+type PullPolicy string
+
+const (
+	PullMissing PullPolicy = "missing" // only when the store lacks it (default)
+	PullAlways  PullPolicy = "always"  // every time (cheap when unchanged)
+	PullNever   PullPolicy = "never"   // fail when the store lacks it
+)
+
+// BootMode says whether Run boots the image with systemd.
+type BootMode string
+
+const (
+	BootAuto   BootMode = "auto"   // boot when the image has or can get systemd (default)
+	BootAlways BootMode = "always" // boot, or fail
+	BootNever  BootMode = "never"  // run the command as the container's only process
+)
+
+// ErrNoCommand is returned when neither the caller nor the image names a
+// command.
+var ErrNoCommand = errors.New("no command given and the image defines none")
+
+// Options describe a container to run. Process.Args may be empty to use
+// the image's entrypoint and command.
+type Options struct {
+	Image    string // image reference
+	Pull     PullPolicy
+	PullOpts image.PullOptions
+	Boot     BootMode
+	// Name is the machine name; empty means one derived from the image.
+	Name     string
+	Hostname string
+	Binds    []nspawn.Bind
+	Process  nspawn.Process
+	// TTY gives the command a terminal inside the container; Process's
+	// streams are then copied through it and Terminal, if set, is the
+	// caller's terminal whose size is followed.
+	TTY      bool
+	Terminal *os.File
+	// Detach boots the container and returns, leaving it running.
+	Detach      bool
+	BootTimeout time.Duration
+	// FastBoot masks units a throw-away container does not need
+	// (nspawn.DefaultMaskedUnits) when booting.
+	FastBoot bool
+	// PrepareOutput receives the package manager's output when an image is
+	// prepared for booting; nil keeps it for error messages only.
+	PrepareOutput io.Writer
+	// Progress is told about pulls.
+	Logger *slog.Logger
+}
+
+// Runtime runs containers from one image store.
+type Runtime struct {
+	Store *image.Store
+	// StateDir holds the state of running containers (default: the
+	// store's root).
+	StateDir string
+	Logger   *slog.Logger
+}
+
+func (r *Runtime) stateDir() string {
+	if r.StateDir != "" {
+		return r.StateDir
+	}
+	return r.Store.Root
+}
+
+func (r *Runtime) logger() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Image returns the stored image for ref, pulling it as policy says.
+func (r *Runtime) Image(ctx context.Context, ref string, policy PullPolicy, opts image.PullOptions) (image.Image, error) {
+	pr, err := image.ParseReference(ref)
+	if err != nil {
+		return image.Image{}, err
+	}
+	if policy != PullAlways {
+		img, err := r.Store.Lookup(pr)
+		if err == nil || !errors.Is(err, image.ErrNotFound) {
+			return img, err
+		}
+		if policy == PullNever {
+			return image.Image{}, fmt.Errorf("%s is not in the store and --pull=never was given", pr)
+		}
+	}
+	t0 := time.Now()
+	res, err := r.Store.Pull(ctx, pr, opts)
+	if err != nil {
+		return image.Image{}, err
+	}
+	r.logger().Info("pull", "ref", pr.String(), "up_to_date", res.UpToDate, "took", time.Since(t0))
+	return res.Image, nil
+}
+
+// Bootable returns a root filesystem of img that boots, preparing it if
+// needed (see image.Store.Prepare).
+func (r *Runtime) Bootable(ctx context.Context, img image.Image, output io.Writer) (string, error) {
+	t0 := time.Now()
+	p, err := r.Store.Prepare(ctx, img, image.PrepareOptions{Run: r.prepareRunner(), Output: output})
+	if err != nil {
+		return "", err
+	}
+	r.logger().Info("prepare", "ref", img.Reference, "installed", strings.Join(p.Installed, " "), "took", time.Since(t0))
+	return p.RootFS, nil
+}
+
+// prepareRunner runs preparation scripts in a writable, non-booted
+// container on the host's network.
+func (r *Runtime) prepareRunner() image.Runner {
+	return func(ctx context.Context, rootfs, script string, out io.Writer) (int, error) {
+		return nspawn.Run(ctx, nspawn.Options{
+			Name:     "prepare-" + randomSuffix(),
+			RootFS:   rootfs,
+			StateDir: r.stateDir(),
+			Writable: true,
+			Logger:   r.Logger,
+		}, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Stdout: out, Stderr: out})
+	}
+}
+
+// Run runs a container as opts says and returns the command's exit status
+// (for Detach, 0 once the container is up).
+func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string, err error) {
+	log := r.logger()
+	img, err := r.Image(ctx, opts.Image, opts.Pull, opts.PullOpts)
+	if err != nil {
+		return -1, "", err
+	}
+	p := opts.Process
+	switch {
+	case opts.Detach && len(p.Args) > 0:
+		return -1, "", fmt.Errorf("running %s: with --detach the booted system is the payload: give no command, then use exec", img.Reference)
+	case opts.Detach:
+	case len(p.Args) == 0:
+		p.Args = append(append([]string{}, img.Config.Entrypoint...), img.Config.Cmd...)
+		if len(p.Args) == 0 {
+			return -1, "", fmt.Errorf("running %s: %w", img.Reference, ErrNoCommand)
+		}
+	case len(img.Config.Entrypoint) > 0:
+		p.Args = append(append([]string{}, img.Config.Entrypoint...), p.Args...)
+	}
+	p.Env = append(append([]string{}, img.Config.Env...), p.Env...)
+	if p.Dir == "" {
+		p.Dir = img.Config.WorkingDir
+	}
+	if p.User == "" {
+		p.User = img.Config.User
+	}
+	name = opts.Name
+	if name == "" {
+		name = DefaultName(img.Reference)
+	}
+	if opts.Hostname == "" {
+		opts.Hostname = name // as docker names a container's host after it
+	}
+
+	boot := opts.Boot
+	if boot == "" {
+		boot = BootAuto
+	}
+	if boot == BootAuto {
+		boot = BootAlways
+		if !canBoot(img.RootFS) {
+			log.Info("image has no systemd and no package manager to install it: running without booting", "ref", img.Reference)
+			boot = BootNever
+		}
+	}
+	nopts := nspawn.Options{
+		Name: name, Image: img.Reference, StateDir: r.stateDir(), Hostname: opts.Hostname,
+		Binds: opts.Binds, BootTimeout: opts.BootTimeout, Detach: opts.Detach, Logger: r.Logger,
+	}
+	if boot == BootNever {
+		if opts.Detach {
+			return -1, "", fmt.Errorf("running %s: --detach needs a booted container (not --boot=never)", img.Reference)
+		}
+		nopts.RootFS = img.RootFS
+		p.Terminal = opts.TTY && opts.Terminal != nil
+		code, err := nspawn.Run(ctx, nopts, p)
+		return code, name, err
+	}
+
+	rootfs, err := r.Bootable(ctx, img, opts.PrepareOutput)
+	if err != nil {
+		return -1, "", err
+	}
+	nopts.RootFS = rootfs
+	if opts.FastBoot {
+		nopts.MaskUnits = nspawn.DefaultMaskedUnits()
+	}
+	t0 := time.Now()
+	m, err := nspawn.Start(ctx, nopts)
+	if err != nil {
+		return -1, "", err
+	}
+	log.Info("boot", "machine", name, "took", time.Since(t0))
+	if opts.Detach {
+		m.Close() // leaves a detached machine running
+		return 0, name, nil
+	}
+	defer func() {
+		t0 := time.Now()
+		if cerr := m.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		log.Info("stop", "machine", name, "took", time.Since(t0))
+	}()
+	code, err = Exec(ctx, m, p, opts.TTY, opts.Terminal)
+	return code, name, err
+}
+
+// Exec runs p in the booted machine m. With tty, the command gets a
+// terminal inside the container; p's streams are copied through it and
+// the size of terminal (if not nil) is followed.
+func Exec(ctx context.Context, m *nspawn.Machine, p nspawn.Process, tty bool, terminal *os.File) (int, error) {
+	if !tty {
+		return m.Exec(ctx, p)
+	}
+	pty, err := m.OpenPTY()
+	if err != nil {
+		return -1, err
+	}
+	defer pty.Close()
+	if terminal != nil {
+		stop := nspawn.ForwardResize(ctx, terminal, pty)
+		defer stop()
+	}
+	stdin, stdout := p.Stdin, p.Stdout
+	p.Stdin, p.Stdout, p.Stderr, p.TTY = nil, nil, nil, pty
+	if stdin != nil {
+		go io.Copy(pty.Master, stdin)
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		if stdout != nil {
+			io.Copy(stdout, pty.Master)
+		}
+	}()
+	code, err := m.Exec(ctx, p)
+	if stdout != nil {
+		select {
+		case <-copied: // all output read (EIO once nobody holds the terminal)
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return code, err
+}
+
+var nameUnsafe = regexp.MustCompile(`[^A-Za-z0-9-]+`)
+
+// DefaultName derives a machine name from an image reference:
+// "docker.io/library/debian:bookworm-slim" becomes
+// "debian-bookworm-slim-" plus a random suffix.
+func DefaultName(ref string) string {
+	base := ref
+	if i := strings.LastIndex(base, "/"); i >= 0 {
+		base = base[i+1:]
+	}
+	if i := strings.Index(base, "@"); i >= 0 {
+		base = base[:i]
+	}
+	base = strings.Trim(nameUnsafe.ReplaceAllString(base, "-"), "-")
+	if len(base) > 40 {
+		base = strings.TrimRight(base[:40], "-")
+	}
+	if base == "" {
+		base = "racker"
+	}
+	return base + "-" + randomSuffix()
+}
+
+func randomSuffix() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// canBoot reports whether the tree has systemd or a package manager that
+// can install it.
+func canBoot(rootfs string) bool {
+	if missing, err := image.Missing(rootfs); err == nil && !slices.Contains(missing, "systemd") {
+		return true
+	}
+	_, err := image.DetectPackageManager(rootfs)
+	return err == nil
+}
