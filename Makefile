@@ -34,8 +34,23 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 60m ./...
 
+# The README's first command: a loopback registry seeded with a Debian image
+# built from Debian's mirror, pulled through RACKER_REGISTRY_MIRRORS (see
+# tools/demo.sh). Its image store is DEMO_ROOT, emptied on every run, so the
+# real one (/var/lib/postroj) is never touched.
+DEMO_ROOT ?= /var/tmp/racker-demo
+
 demo: deps build
-	@echo "demo: not written yet"
+	@$(GO) build -o bin/testregistry ./tools/testregistry
+	@RACKER_ROOT='$(DEMO_ROOT)' bash tools/demo.sh
+
+# racker against the original tool's pipeline (skopeo copy + umoci unpack)
+# and the gzip|tar floor, on one loopback registry (see tools/bench). The
+# reference tools are installed here only: racker needs neither.
+BENCH_DEPS := skopeo umoci
+BENCH_N ?= 5
+BENCH_JSON ?= bin/bench.json
 
 bench: deps build
-	@echo "bench: not written yet"
+	@$(MAKE) --no-print-directory deps DEPS='$(BENCH_DEPS)'
+	$(GO) run ./tools/bench -racker bin/racker -n $(BENCH_N) -json $(BENCH_JSON)

@@ -189,6 +189,10 @@ func (s *Server) logTail() string {
 // Addr returns the registry's host:port, such as "127.0.0.1:40123".
 func (s *Server) Addr() string { return s.addr }
 
+// Done is closed once the registry process has exited, whether Close
+// stopped it or it died on its own.
+func (s *Server) Done() <-chan struct{} { return s.exited }
+
 // LogPath returns the file that receives the registry's log.
 func (s *Server) LogPath() string { return s.logPath }
 

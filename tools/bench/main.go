@@ -1,0 +1,237 @@
+// Command bench measures racker against the tools it replaces, side by
+// side in one run against one loopback registry, and checks the figures
+// against the project's targets. `make bench` runs it:
+//
+//	go run ./tools/bench [-n 5] [-warmup 1] [-json FILE] [-racker bin/racker] [-cases ID,...]
+//	                     [-dir /var/tmp] [-keep-outputs]
+//
+// The registry (internal/testregistry) serves debian:bookworm-slim as Docker
+// Hub does, a manifest list, whose image is one gzip layer of about 60 MB,
+// 170 MB unpacked, built by mmdebstrap and cached like the tests' (the first
+// run builds it: about 40 s). Every case runs once per round, in the order of
+// the table in cases.go, for -n rounds after -warmup rounds that are not
+// counted. Output trees go to a fresh directory each time and are removed,
+// and the disk synced, between runs, untimed (with -keep-outputs, removed at
+// the end instead). Caches are not dropped: the page cache is warm for every
+// case alike (the layer blob, the binaries). The file system of -dir matters
+// as much as the tools: the report names it, and warns about ext4 without a
+// journal, where creating files right after deleting others is slow.
+//
+// It exits 0 when every case ran and its output checked out, whether or not
+// targets were met (MISS lines say so), 1 when something failed, 2 on bad
+// usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/racker-postroj/racker/internal/testregistry"
+)
+
+func main() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// Main runs the benchmark with args and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	all := cases()
+	var ids []string
+	for _, c := range all {
+		ids = append(ids, c.id)
+	}
+	o := options{stdout: stdout, stderr: stderr}
+	fs.IntVar(&o.rounds, "n", 5, "measured `rounds`; every case runs once per round")
+	fs.IntVar(&o.warmup, "warmup", 1, "unmeasured `rounds` first, to warm caches and check that every case works")
+	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to `FILE`")
+	fs.StringVar(&o.racker, "racker", "bin/racker", "the racker `binary` to measure")
+	fs.StringVar(&o.parent, "dir", "/var/tmp", "make the scratch directory (registry, output trees) in `DIR`; it is removed at the end")
+	fs.BoolVar(&o.keepOutputs, "keep-outputs", false, "remove output trees only at the end, not after each run (needs about 250 MB per run): no case then creates files\nright after the previous one deleted as many, which ext4 without a journal makes slow")
+	caseList := fs.String("cases", strings.Join(ids, ","), "comma-separated case `IDs` to run")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if o.rounds < 1 || o.warmup < 0 {
+		fmt.Fprintf(stderr, "bench: -n must be at least 1 and -warmup at least 0\n")
+		return 2
+	}
+	for _, id := range strings.Split(*caseList, ",") {
+		i := slices.IndexFunc(all, func(c benchCase) bool { return c.id == strings.TrimSpace(id) })
+		if i < 0 {
+			fmt.Fprintf(stderr, "bench: unexpected case %q in -cases (valid: %s)\n", id, strings.Join(ids, ", "))
+			return 2
+		}
+		o.cases = append(o.cases, all[i])
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench(ctx, o); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("interrupted: %w", err)
+		}
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+type options struct {
+	cases          []benchCase
+	rounds, warmup int
+	jsonPath       string
+	racker         string
+	parent         string
+	keepOutputs    bool
+	stdout, stderr io.Writer
+}
+
+func bench(ctx context.Context, o options) error {
+	var err error
+	if o.racker, err = filepath.Abs(o.racker); err != nil {
+		return err
+	}
+	if _, err := os.Stat(o.racker); err != nil {
+		return fmt.Errorf("racker binary: %w (build it with make build)", err)
+	}
+	for _, c := range o.cases {
+		for _, prog := range c.needs {
+			if _, err := exec.LookPath(prog); err != nil {
+				return fmt.Errorf("case %s needs %s: %w (make bench installs the reference tools)", c.id, prog, err)
+			}
+		}
+	}
+	work, err := os.MkdirTemp(o.parent, "racker-bench-") // 0700, as racker wants above its trees
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	regDir := filepath.Join(work, "registry")
+	if err := os.Mkdir(regDir, 0o755); err != nil {
+		return err
+	}
+	srv, err := testregistry.Start(ctx, regDir)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	fmt.Fprintf(o.stdout, "Seeding %s with debian:bookworm-slim (a first run builds it with mmdebstrap: about 40 s).\n", srv.Addr())
+	cache := &testregistry.Cache{Dir: testregistry.DefaultCacheDir()}
+	img, err := srv.PushDebian(ctx, cache, testregistry.BookwormSlim, "library/debian:bookworm-slim", true)
+	if err != nil {
+		return err
+	}
+	e := &env{racker: o.racker, ref: img.Ref, layer: img.Layer.Path, work: work}
+	rep := newReport(o, work, img)
+	fmt.Fprintf(o.stdout, "Image %s: a manifest list; layer %.1f MB gzip, %.1f MB tar.\n",
+		img.Ref, mb(img.Layer.Info.Size), mb(img.Layer.Info.UncompressedSize))
+	fmt.Fprintf(o.stdout, "%d rounds after %d warm-up, cases interleaved; page cache warm for all.\n", o.rounds, o.warmup)
+	fmt.Fprintf(o.stdout, "Outputs in %s (%s); load average %s on %d CPUs.\n", work, rep.Host.Filesystem, rep.Host.Load, rep.Host.CPUs)
+	if note := rep.Host.Filesystem.Note; note != "" {
+		fmt.Fprintf(o.stdout, "Note: %s.\n", note)
+	}
+	fmt.Fprintln(o.stdout)
+
+	for _, c := range o.cases {
+		if c.setup == nil {
+			continue
+		}
+		if err := c.setup(ctx, e); err != nil {
+			return fmt.Errorf("%s: setup: %w", c.id, err)
+		}
+		if c.teardown != nil {
+			defer c.teardown(context.WithoutCancel(ctx), e)
+		}
+	}
+
+	samples := make([][]sample, len(o.cases))
+	for round := 1 - o.warmup; round <= o.rounds; round++ {
+		label := fmt.Sprintf("round %d/%d", round, o.rounds)
+		if round <= 0 {
+			label = "warm-up"
+		}
+		fmt.Fprintf(o.stdout, "%-12s", label)
+		for i, c := range o.cases {
+			dir := filepath.Join(work, "out")
+			if o.keepOutputs {
+				dir = filepath.Join(work, fmt.Sprintf("out-%s-%d", c.id, round+o.warmup))
+			}
+			s, err := runOnce(ctx, e, c, dir, !o.keepOutputs)
+			if err != nil {
+				fmt.Fprintln(o.stdout)
+				return fmt.Errorf("%s: %w", c.id, err)
+			}
+			fmt.Fprintf(o.stdout, "  %s %s", c.id, seconds(s.Wall))
+			if round > 0 {
+				samples[i] = append(samples[i], s)
+			}
+		}
+		fmt.Fprintln(o.stdout)
+	}
+	fmt.Fprintln(o.stdout)
+
+	for i, c := range o.cases {
+		rep.addCase(c, samples[i])
+	}
+	rep.checkTargets(targets)
+	rep.print(o.stdout)
+	if o.jsonPath != "" {
+		if err := rep.write(o.jsonPath); err != nil {
+			return err
+		}
+		fmt.Fprintf(o.stdout, "\nResults written to %s.\n", o.jsonPath)
+	}
+	return nil
+}
+
+// runOnce runs c once in dir, a new empty directory, checks the result,
+// then, with clean, removes dir. It flushes the disk before and after, so no
+// write-back from one run slows the next. Only c.run is timed.
+func runOnce(ctx context.Context, e *env, c benchCase, dir string, clean bool) (sample, error) {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return sample{}, err
+	}
+	defer func() {
+		if clean {
+			os.RemoveAll(dir)
+		}
+		syscall.Sync()
+	}()
+	syscall.Sync()
+	var r runner
+	t0 := time.Now()
+	err := c.run(ctx, e, &r, dir)
+	wall := time.Since(t0)
+	if err != nil {
+		return sample{}, err
+	}
+	if c.check != nil {
+		if err := c.check(ctx, e, dir); err != nil {
+			return sample{}, fmt.Errorf("check: %w", err)
+		}
+	}
+	return sample{Wall: wall, CPU: r.cpu, MaxRSS: r.maxRSS}, nil
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+func mb(n int64) float64 { return float64(n) / 1e6 }

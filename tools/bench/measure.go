@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// sample is one timed run of a case.
+type sample struct {
+	Wall   time.Duration
+	CPU    time.Duration // user + system time of the commands run started, and their children
+	MaxRSS int64         // bytes; the largest single process among them
+}
+
+// runner runs a case's commands and adds up what they cost.
+type runner struct {
+	cpu    time.Duration
+	maxRSS int64
+}
+
+// exec runs name with args and returns its stdout. The error carries the
+// tail of its stderr. A command still running when ctx ends is killed.
+func (r *runner) exec(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			// wait4 reports the process and the descendants it waited for:
+			// a shell pipeline's figures cover every command in it.
+			r.cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			r.maxRSS = max(r.maxRSS, ru.Maxrss*1024) // Linux counts KiB
+		}
+	}
+	if err != nil {
+		return stdout.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(stderr.String(), 1000))
+	}
+	return stdout.String(), nil
+}
+
+// tail returns at most the last n bytes of s, trimmed.
+func tail(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// summary condenses the samples of one case.
+type summary struct {
+	Median, Min, Max time.Duration // wall
+	CPUMedian        time.Duration
+	PeakRSS          int64 // the largest of all samples
+}
+
+func summarize(samples []sample) summary {
+	if len(samples) == 0 {
+		return summary{}
+	}
+	walls := make([]time.Duration, len(samples))
+	cpus := make([]time.Duration, len(samples))
+	var s summary
+	for i, x := range samples {
+		walls[i], cpus[i] = x.Wall, x.CPU
+		s.PeakRSS = max(s.PeakRSS, x.MaxRSS)
+	}
+	s.Median, s.CPUMedian = median(walls), median(cpus)
+	s.Min, s.Max = slices.Min(walls), slices.Max(walls)
+	return s
+}
+
+// median returns the middle value of ds, or the mean of the two middle
+// values when there is an even number of them. ds must not be empty.
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
