@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -15,13 +14,11 @@ func imagesCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "images",
 		Usage: "list the images in the store",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "format", Value: "table", Usage: "output `FORMAT`: table or json"},
-		},
+		Flags: []cli.Flag{formatFlag()},
 		Action: func(c *cli.Context) error {
-			format := c.String("format")
-			if format != "table" && format != "json" {
-				return usagef("unexpected --format %q (valid: table, json)", format)
+			format, err := outputFormat(c)
+			if err != nil {
+				return err
 			}
 			if c.NArg() != 0 {
 				return usagef("images takes no arguments")
@@ -38,12 +35,7 @@ func imagesCommand() *cli.Command {
 				if imgs == nil {
 					imgs = []image.Image{} // "[]", not "null"
 				}
-				b, err := json.MarshalIndent(imgs, "", "  ")
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(c.App.Writer, "%s\n", b)
-				return err
+				return writeJSON(c.App.Writer, imgs)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 3, ' ', 0)
 			fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tPULLED")

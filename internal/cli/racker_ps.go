@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"text/tabwriter"
@@ -16,13 +15,11 @@ func psCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "ps",
 		Usage: "list running containers",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "format", Value: "table", Usage: "output `FORMAT`: table or json"},
-		},
+		Flags: []cli.Flag{formatFlag()},
 		Action: func(c *cli.Context) error {
-			format := c.String("format")
-			if format != "table" && format != "json" {
-				return usagef("unexpected --format %q (valid: table, json)", format)
+			format, err := outputFormat(c)
+			if err != nil {
+				return err
 			}
 			st, err := openStore(c)
 			if err != nil {
@@ -36,12 +33,7 @@ func psCommand() *cli.Command {
 				if list == nil {
 					list = []nspawn.Container{}
 				}
-				b, err := json.MarshalIndent(list, "", "  ")
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(c.App.Writer, "%s\n", b)
-				return err
+				return writeJSON(c.App.Writer, list)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 3, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tIMAGE\tSTATUS\tUPTIME\tLEADER\tADDRESS")

@@ -24,16 +24,16 @@ var ErrNoSuchContainer = errors.New("no such container")
 
 // Container is a running container as recorded in the state directory.
 type Container struct {
-	Name      string
-	Image     string // image reference, as given in Options.Image
-	RootFS    string
-	Started   time.Time
-	Booted    bool   // booted with systemd (Start), not a single command (Run)
-	Detached  bool   // outlives the process that started it
-	Status    string // "starting" until READY=1, then "running"
-	LeaderPID int    // the container's PID 1 as seen from the host; 0 until known
-	NspawnPID int    // the systemd-nspawn process
-	Console   string // log of the console of a booted container
+	Name      string    `json:"name"`
+	Image     string    `json:"image"` // image reference, as given in Options.Image
+	RootFS    string    `json:"rootfs"`
+	Started   time.Time `json:"started"`
+	Booted    bool      `json:"booted"`    // booted with systemd (Start), not a single command (Run)
+	Detached  bool      `json:"detached"`  // outlives the process that started it
+	Status    string    `json:"status"`    // "starting" until READY=1, then "running"
+	LeaderPID int       `json:"leaderPid"` // the container's PID 1 as seen from the host; 0 until known
+	NspawnPID int       `json:"nspawnPid"` // the systemd-nspawn process
+	Console   string    `json:"console"`   // log of the console of a booted container
 }
 
 // record is what StateDir/containers/NAME/state.json holds. Pids go with

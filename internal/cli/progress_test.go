@@ -1,0 +1,57 @@
+package cli
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/racker-postroj/racker/internal/image"
+)
+
+var testLayers = []image.LayerInfo{
+	{Digest: "sha256:aaaaaaaaaaaa" + strings.Repeat("0", 52), Size: 60_000_000},
+	{Digest: "sha256:bbbbbbbbbbbb" + strings.Repeat("0", 52), Size: 1_000},
+}
+
+func TestProgressLines(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf, false)
+	p.Start("docker.io/library/debian:bookworm-slim", testLayers)
+	p.Fetched(0, 30_000_000)
+	p.Fetched(1, 1_000)
+	p.Unpacked(0)
+	p.Unpacked(1)
+	p.Stop()
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want a header and one line per layer, got %q", buf.String())
+	}
+	if lines[0] != "Pulling docker.io/library/debian:bookworm-slim: 60.0 MB in 2 layers" {
+		t.Errorf("header = %q", lines[0])
+	}
+	if !regexp.MustCompile(`^  layer 1/2 aaaaaaaaaaaa 60.0 MB unpacked \(\d+\.\ds\)$`).MatchString(lines[1]) {
+		t.Errorf("layer line = %q", lines[1])
+	}
+	if strings.Contains(buf.String(), "\x1b") {
+		t.Error("escape sequences outside a terminal")
+	}
+}
+
+func TestProgressLive(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf, true)
+	p.Start("x", testLayers)
+	p.Fetched(0, 30_000_000)
+	p.Unpacked(1)
+	p.Stop()
+	out := buf.String()
+	for _, want := range []string{"aaaaaaaaaaaa    30.0 MB / 60.0 MB    fetching ", "bbbbbbbbbbbb        0 B / 1.0 kB     unpacked", "\x1b[2K"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("live output lacks %q:\n%q", want, out)
+		}
+	}
+	if strings.Contains(out, "Pulling") {
+		t.Error("live display printed the line-mode header")
+	}
+}
