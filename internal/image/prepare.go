@@ -10,10 +10,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/racker-postroj/racker/internal/rootfs"
 )
 
 // bootNeeds is what a container needs from an image to be booted and probed:
@@ -94,56 +95,34 @@ type preparedRecord struct {
 
 // Missing lists what the root filesystem lacks for booting (generic
 // package names), resolving every path inside it.
-func Missing(rootfs string) ([]string, error) {
-	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+func Missing(dir string) ([]string, error) {
+	root, err := rootfs.Open(dir)
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", rootfs, err)
+		return nil, err
 	}
-	defer unix.Close(root)
+	defer root.Close()
 	var missing []string
 	for _, n := range bootNeeds {
-		if !anyExists(root, n.paths) {
+		if !slices.ContainsFunc(n.paths, root.IsRegular) {
 			missing = append(missing, n.what)
 		}
 	}
 	return missing, nil
 }
 
-func anyExists(root int, paths []string) bool {
-	for _, p := range paths {
-		if existsInRoot(root, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// existsInRoot reports whether p names a regular file in the tree root,
-// every symlink resolved inside it.
-func existsInRoot(root int, p string) bool {
-	fd, err := unix.Openat2(root, p, &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
-	if err != nil {
-		return false
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG
-}
-
 // DetectPackageManager finds the package manager of a root filesystem.
-func DetectPackageManager(rootfs string) (PackageManager, error) {
-	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+func DetectPackageManager(dir string) (PackageManager, error) {
+	root, err := rootfs.Open(dir)
 	if err != nil {
-		return PackageManager{}, fmt.Errorf("opening %s: %w", rootfs, err)
+		return PackageManager{}, err
 	}
-	defer unix.Close(root)
+	defer root.Close()
 	for _, pm := range packageManagers {
-		if existsInRoot(root, pm.Binary) {
+		if root.IsRegular(pm.Binary) {
 			return pm, nil
 		}
 	}
-	if existsInRoot(root, "/sbin/apk") {
+	if root.IsRegular("/sbin/apk") {
 		return PackageManager{}, fmt.Errorf("%w: Alpine has no systemd (use --boot=never)", ErrNotBootable)
 	}
 	return PackageManager{}, fmt.Errorf("%w: no supported package manager (apt-get, dnf, microdnf, yum, zypper, pacman) to install systemd with", ErrNotBootable)

@@ -30,7 +30,7 @@ func (m *Machine) Exec(ctx context.Context, p Process) (int, error) {
 		return -1, err
 	}
 	defer root.Close()
-	acct, err := root.lookupUser(p.User)
+	acct, err := lookupUser(root, p.User)
 	if err != nil {
 		return execCode(err), err
 	}
@@ -42,11 +42,11 @@ func (m *Machine) Exec(ctx context.Context, p Process) (int, error) {
 	if dir == "" {
 		dir = "/"
 	}
-	file, err := root.lookPath(p.Args[0], lookupEnv(env, "PATH"), dir)
+	file, err := lookPath(root, p.Args[0], lookupEnv(env, "PATH"), dir)
 	if err != nil {
 		return execCode(err), err
 	}
-	if err := root.mkdirAll(dir, 0o755); err != nil {
+	if err := root.MkdirAll(dir, 0o755); err != nil {
 		err = &ExecError{Command: p.Args[0], Code: 126, Err: fmt.Errorf("working directory %s: %w", dir, err)}
 		return 126, err
 	}

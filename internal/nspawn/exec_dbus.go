@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/rootfs"
+
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sys/unix"
@@ -56,8 +58,8 @@ type bus struct {
 // dialBus connects to the container's system bus through its socket,
 // resolved inside the container, authenticates, and subscribes to
 // systemd's job signals.
-func dialBus(ctx context.Context, root *rootDir) (*bus, error) {
-	f, err := root.open(busSocketPath, unix.O_PATH)
+func dialBus(ctx context.Context, root *rootfs.Root) (*bus, error) {
+	f, err := root.Open(busSocketPath, unix.O_PATH)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +230,7 @@ func (r *unitResult) finished() bool {
 }
 
 // exec runs p (resolved to file) as a transient service and waits for it.
-func (b *bus) exec(ctx context.Context, log *slog.Logger, root *rootDir, p *Process, acct account, file, dir string, env []string) (int, error) {
+func (b *bus) exec(ctx context.Context, log *slog.Logger, root *rootfs.Root, p *Process, acct account, file, dir string, env []string) (int, error) {
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	name := unitNamePrefix + hex.EncodeToString(rnd[:]) + ".service"
@@ -449,14 +451,14 @@ func escapeDollars(args []string) []string {
 // failing to set them up do not occur, except 203 (EXIT_EXEC) for a file
 // the kernel cannot execute or one changed since; a command may also exit
 // 203 itself, so that is only an ExecError if the file is now unusable.
-func (b *bus) status(res *unitResult, root *rootDir, p *Process, file string) (int, error) {
+func (b *bus) status(res *unitResult, root *rootfs.Root, p *Process, file string) (int, error) {
 	if !res.haveStatus {
 		return -1, fmt.Errorf("the command's unit ended without running it (job %s)", res.job)
 	}
 	switch res.code {
 	case cldExited:
 		if res.status == exitExec {
-			if err := root.checkExecutable(file); err != nil {
+			if err := checkExecutable(root, file); err != nil {
 				return err.Code, err.withCommand(p.Args[0])
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/racker-postroj/racker/internal/rootfs"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -14,7 +16,7 @@ import (
 // cannot take file descriptors over D-Bus (systemd < 225) or that have no
 // D-Bus. The command is not a unit of the container's systemd and stays in
 // the caller's cgroup.
-func (m *Machine) execNsenter(ctx context.Context, root *rootDir, p *Process, acct account, file, dir string, env []string) (int, error) {
+func (m *Machine) execNsenter(ctx context.Context, root *rootfs.Root, p *Process, acct account, file, dir string, env []string) (int, error) {
 	args := []string{"nsenter", "--target=" + strconv.Itoa(m.leader.pid), "--all", "--root", "--wdns=" + dir}
 	if acct.uid != 0 || acct.gid != 0 {
 		args = append(args, "--setgid="+strconv.Itoa(acct.gid), "--setuid="+strconv.Itoa(acct.uid))
@@ -28,7 +30,7 @@ func (m *Machine) execNsenter(ctx context.Context, root *rootDir, p *Process, ac
 		cmd.Env = append([]string{"USER=" + acct.name, "LOGNAME=" + acct.name, "SHELL=" + acct.shell}, env...)
 	}
 	if p.TTY != nil {
-		tty, err := root.open(p.TTY.Name, unix.O_RDWR|unix.O_NOCTTY)
+		tty, err := root.Open(p.TTY.Name, unix.O_RDWR|unix.O_NOCTTY)
 		if err != nil {
 			return -1, fmt.Errorf("opening %s: %w", p.TTY.Name, err)
 		}
@@ -51,7 +53,7 @@ func (m *Machine) execNsenter(ctx context.Context, root *rootDir, p *Process, ac
 	if code == 126 || code == 127 {
 		// nsenter's own codes for a failed exec; the file may have
 		// changed since it was looked up.
-		if eerr := root.checkExecutable(file); eerr != nil {
+		if eerr := checkExecutable(root, file); eerr != nil {
 			return eerr.Code, eerr.withCommand(p.Args[0])
 		}
 	}

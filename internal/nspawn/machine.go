@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/rootfs"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -337,7 +339,7 @@ func (m *Machine) connect(ctx context.Context) error {
 	want := m.opts.Executor
 	if want == ExecAuto {
 		version, known := -1, false
-		if root, err := openRootDir(m.opts.RootFS); err == nil {
+		if root, err := rootfs.Open(m.opts.RootFS); err == nil {
 			version, known = systemdVersion(root)
 			root.Close()
 		}
@@ -383,7 +385,7 @@ func (m *Machine) abort() {
 
 // root opens the container's root directory (/proc/LEADER/root) to resolve
 // paths in.
-func (m *Machine) root() (*rootDir, error) {
+func (m *Machine) root() (*rootfs.Root, error) {
 	m.mu.Lock()
 	stopped, closed := m.stopped, m.closed
 	m.mu.Unlock()
@@ -395,7 +397,7 @@ func (m *Machine) root() (*rootDir, error) {
 	case m.leader == nil:
 		return nil, ErrStopped
 	}
-	r, err := openRootDir("/proc/" + strconv.Itoa(m.leader.pid) + "/root")
+	r, err := rootfs.Open("/proc/" + strconv.Itoa(m.leader.pid) + "/root")
 	// Checked after opening: the pid was still the container's then.
 	if err == nil && m.leader.exited() {
 		r.Close()

@@ -1,10 +1,7 @@
 package nspawn
 
 import (
-	"fmt"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // DefaultMaskedUnits returns the units that a throw-away container does not
@@ -32,48 +29,6 @@ func DefaultMaskedUnits() []string {
 	}
 }
 
-// MaskUnits masks units in the root filesystem rootfs: it makes
-// /etc/systemd/system/UNIT a symlink to /dev/null, replacing what was there,
-// as systemctl mask does. It writes to rootfs, so it is meant for image
-// preparation, before containers use the tree; paths resolve inside rootfs.
-func MaskUnits(rootfs string, units []string) error {
-	root, err := openRootDir(rootfs)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	const dir = "/etc/systemd/system"
-	if err := root.mkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("masking units: %w", err)
-	}
-	d, err := root.open(dir, unix.O_PATH|unix.O_DIRECTORY)
-	if err != nil {
-		return fmt.Errorf("masking units: %w", err)
-	}
-	defer d.Close()
-	dfd := int(d.Fd())
-	for _, u := range units {
-		if !validUnitName(u) {
-			return fmt.Errorf("masking %q: not a unit name", u)
-		}
-		if target, err := readlinkat(dfd, u); err == nil && target == "/dev/null" {
-			continue
-		}
-		// Symlink under a temporary name, then rename over the unit:
-		// renameat replaces a file or symlink without following it.
-		tmp := "." + u + ".racker-mask"
-		unix.Unlinkat(dfd, tmp, 0)
-		if err := unix.Symlinkat("/dev/null", dfd, tmp); err != nil {
-			return fmt.Errorf("masking %s: %w", u, err)
-		}
-		if err := unix.Renameat(dfd, tmp, dfd, u); err != nil {
-			unix.Unlinkat(dfd, tmp, 0)
-			return fmt.Errorf("masking %s: %w", u, err)
-		}
-	}
-	return nil
-}
-
 // validUnitName accepts what systemd calls a unit name (including
 // templates such as getty@.service), without path separators.
 func validUnitName(u string) bool {
@@ -86,13 +41,4 @@ func validUnitName(u string) bool {
 		return true
 	}
 	return false
-}
-
-func readlinkat(dirfd int, name string) (string, error) {
-	buf := make([]byte, 256)
-	n, err := unix.Readlinkat(dirfd, name, buf)
-	if err != nil {
-		return "", err
-	}
-	return string(buf[:n]), nil
 }

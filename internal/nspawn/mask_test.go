@@ -1,9 +1,13 @@
 package nspawn
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/racker-postroj/racker/internal/rootfs"
+	"golang.org/x/sys/unix"
 )
 
 func TestMaskUnits(t *testing.T) {
@@ -56,4 +60,53 @@ func TestMaskUnitsStaysInRoot(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(root, outside, "systemd/system/a.service")); err != nil {
 		t.Errorf("not masked inside the root: %v", err)
 	}
+}
+
+// MaskUnits masks units in the tree tree (a test image), as systemctl mask
+// does; racker masks at boot time instead (Options.MaskUnits).
+func MaskUnits(tree string, units []string) error {
+	root, err := rootfs.Open(tree)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	const dir = "/etc/systemd/system"
+	if err := root.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("masking units: %w", err)
+	}
+	d, err := root.Open(dir, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return fmt.Errorf("masking units: %w", err)
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	for _, u := range units {
+		if !validUnitName(u) {
+			return fmt.Errorf("masking %q: not a unit name", u)
+		}
+		if target, err := readlinkat(dfd, u); err == nil && target == "/dev/null" {
+			continue
+		}
+		// Symlink under a temporary name, then rename over the unit:
+		// renameat replaces a file or symlink without following it.
+		tmp := "." + u + ".racker-mask"
+		unix.Unlinkat(dfd, tmp, 0)
+		if err := unix.Symlinkat("/dev/null", dfd, tmp); err != nil {
+			return fmt.Errorf("masking %s: %w", u, err)
+		}
+		if err := unix.Renameat(dfd, tmp, dfd, u); err != nil {
+			unix.Unlinkat(dfd, tmp, 0)
+			return fmt.Errorf("masking %s: %w", u, err)
+		}
+	}
+	return nil
+}
+
+func readlinkat(dirfd int, name string) (string, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Readlinkat(dirfd, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
 }

@@ -194,6 +194,11 @@ func (o *Options) validate() error {
 	if !filepath.IsAbs(o.RootFS) {
 		return fmt.Errorf("root filesystem %q is not an absolute path", o.RootFS)
 	}
+	for _, u := range o.MaskUnits {
+		if !validUnitName(u) {
+			return fmt.Errorf("masking %q: not a unit name", u)
+		}
+	}
 	for _, b := range o.Binds {
 		if !filepath.IsAbs(b.Host) {
 			return fmt.Errorf("bind source %q is not an absolute path", b.Host)

@@ -33,7 +33,7 @@ func (m *Machine) OpenPTY() (*PTY, error) {
 	defer root.Close()
 	// Non-blocking, so that the runtime poller serves the master: Close
 	// then interrupts a blocked Read.
-	master, err := root.open("/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK)
+	master, err := root.Open("/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, fmt.Errorf("opening the container's ptmx: %w", err)
 	}

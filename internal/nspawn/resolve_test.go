@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/racker-postroj/racker/internal/rootfs"
 )
 
 // testTree builds a small root filesystem with traps: absolute symlinks
@@ -36,7 +38,7 @@ func testTree(t *testing.T) string {
 }
 
 func TestLookPath(t *testing.T) {
-	root, err := openRootDir(testTree(t))
+	root, err := rootfs.Open(testTree(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func TestLookPath(t *testing.T) {
 		{"/usr/bin/plain/x", path, "/", "", 127},
 		{"", path, "/", "", 127},
 	} {
-		got, err := root.lookPath(tc.arg0, tc.path, tc.dir)
+		got, err := lookPath(root, tc.arg0, tc.path, tc.dir)
 		var ee *ExecError
 		switch {
 		case tc.code == 0 && (err != nil || got != tc.want):
@@ -76,7 +78,7 @@ func TestLookPath(t *testing.T) {
 }
 
 func TestLookupUser(t *testing.T) {
-	root, err := openRootDir(testTree(t))
+	root, err := rootfs.Open(testTree(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,13 +95,13 @@ func TestLookupUser(t *testing.T) {
 		{"nobody:users", account{uid: 65534, gid: 100, name: "nobody", home: "/nonexistent", shell: "/usr/sbin/nologin", group: "users", userKnown: true, groupKnown: true}},
 		{"0:100", account{uid: 0, gid: 100, name: "root", home: "/root", shell: "/bin/bash", group: "users", userKnown: true, groupKnown: true}},
 	} {
-		got, err := root.lookupUser(tc.spec)
+		got, err := lookupUser(root, tc.spec)
 		if err != nil || got != tc.want {
 			t.Errorf("lookupUser(%q) = %+v, %v; want %+v", tc.spec, got, err, tc.want)
 		}
 	}
 	for _, spec := range []string{"nosuch", "nobody:nosuch", "bad"} {
-		_, err := root.lookupUser(spec)
+		_, err := lookupUser(root, spec)
 		var ee *ExecError
 		if !errors.As(err, &ee) || ee.Code != 126 {
 			t.Errorf("lookupUser(%q): %v, want an ExecError with code 126", spec, err)
@@ -113,19 +115,19 @@ func TestMkdirAllInRoot(t *testing.T) {
 	os.Symlink(outside, filepath.Join(tree, "escape"))
 	// The same path exists inside the tree: that is where it must lead.
 	os.MkdirAll(filepath.Join(tree, outside), 0o755)
-	root, err := openRootDir(tree)
+	root, err := rootfs.Open(tree)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	if err := root.mkdirAll("/a/b/c", 0o755); err != nil {
+	if err := root.MkdirAll("/a/b/c", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(filepath.Join(tree, "a/b/c")); err != nil || !fi.IsDir() {
 		t.Errorf("a/b/c not created: %v", err)
 	}
 	// Through an absolute symlink: created inside the tree.
-	if err := root.mkdirAll("/escape/x", 0o755); err != nil {
+	if err := root.MkdirAll("/escape/x", 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(outside, "x")); err == nil {
@@ -134,7 +136,7 @@ func TestMkdirAllInRoot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(tree, outside, "x")); err != nil {
 		t.Errorf("mkdirAll through the symlink did not create inside the root: %v", err)
 	}
-	if err := root.mkdirAll("/usr/bin/tool/x", 0o755); err == nil {
+	if err := root.MkdirAll("/usr/bin/tool/x", 0o755); err == nil {
 		t.Error("mkdirAll through a file succeeded")
 	}
 }
@@ -157,7 +159,7 @@ func TestSystemdVersion(t *testing.T) {
 			os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755)
 			os.WriteFile(filepath.Join(dir, f), nil, 0o644)
 		}
-		root, err := openRootDir(dir)
+		root, err := rootfs.Open(dir)
 		if err != nil {
 			t.Fatal(err)
 		}

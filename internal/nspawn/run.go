@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/rootfs"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +38,7 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 	if strings.Contains(p.User, ":") {
 		return -1, fmt.Errorf("user %q: a group cannot be given without booting", p.User)
 	}
-	root, err := openRootDir(opts.RootFS)
+	root, err := rootfs.Open(opts.RootFS)
 	if err != nil {
 		return -1, err
 	}
@@ -45,15 +47,15 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 	if dir == "" {
 		dir = "/"
 	}
-	file, err := root.lookPath(p.Args[0], lookupEnv(env, "PATH"), dir)
+	file, err := lookPath(root, p.Args[0], lookupEnv(env, "PATH"), dir)
 	if err == nil {
-		if st, serr := root.stat(dir); serr != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if st, serr := root.Stat(dir); serr != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			err = &ExecError{Command: p.Args[0], Code: 126, Err: fmt.Errorf("working directory %s does not exist", dir)}
 		}
 	}
 	if err == nil && p.User != "" {
 		var acct account
-		acct, err = root.lookupUser(p.User)
+		acct, err = lookupUser(root, p.User)
 		if err == nil && !acct.userKnown {
 			// nspawn --user takes users of the container's database only.
 			err = &ExecError{Command: p.Args[0], Code: 126, Err: fmt.Errorf("user %s has no entry in the passwd file, which running without boot needs", p.User)}

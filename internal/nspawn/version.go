@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/racker-postroj/racker/internal/rootfs"
 )
 
 // minFDPassingVersion is the first systemd whose transient services take
@@ -16,10 +16,10 @@ const minFDPassingVersion = 225
 // running anything: from the name of libsystemd-shared-VERSION.so, which
 // every systemd since 231 installs next to its binaries. known is false
 // when there is no such library (older systemd, or none).
-func systemdVersion(root *rootDir) (version int, known bool) {
+func systemdVersion(root *rootfs.Root) (version int, known bool) {
 	dirs := []string{"/usr/lib/systemd", "/lib/systemd", "/usr/lib64/systemd"}
 	// Ubuntu and others: /usr/lib/<triplet>/systemd.
-	if names, err := root.readDirNames("/usr/lib"); err == nil {
+	if names, err := root.ReadDirNames("/usr/lib"); err == nil {
 		for _, n := range names {
 			if strings.Contains(n, "-linux-") {
 				dirs = append(dirs, path.Join("/usr/lib", n, "systemd"))
@@ -27,7 +27,7 @@ func systemdVersion(root *rootDir) (version int, known bool) {
 		}
 	}
 	for _, d := range dirs {
-		names, err := root.readDirNames(d)
+		names, err := root.ReadDirNames(d)
 		if err != nil {
 			continue
 		}
@@ -66,13 +66,4 @@ func chooseExecutor(want Executor, version int, known bool) Executor {
 		return ExecDBus
 	}
 	return ExecNsenter
-}
-
-func (r *rootDir) readDirNames(name string) ([]string, error) {
-	f, err := r.open(name, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return f.Readdirnames(-1)
 }
