@@ -2,7 +2,10 @@ package nspawn
 
 import (
 	"os"
+
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // hostRunsSystemd reports whether the host was booted with systemd, the
@@ -11,6 +14,28 @@ import (
 func hostRunsSystemd() bool {
 	fi, err := os.Lstat("/run/systemd/system")
 	return err == nil && fi.IsDir()
+}
+
+// hostCgroupUnified reports whether the host mounts only cgroup v2.
+func hostCgroupUnified() bool {
+	var st unix.Statfs_t
+	return unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// minCgroup2OnlyVersion is the systemd release that stopped booting on
+// cgroup v1 (256).
+const minCgroup2OnlyVersion = 256
+
+// cgroupEnv is what nspawn's environment needs so that the container's
+// systemd gets a cgroup hierarchy it can run on: on a host with cgroup v1
+// or a hybrid layout, a systemd of 256 or newer only boots if nspawn gives
+// it the unified hierarchy, while one older than 230 (CentOS 7) only boots
+// on the legacy one, which nspawn picks by default.
+func cgroupEnv(version int, known, hostUnified bool) []string {
+	if hostUnified || !known || version < minCgroup2OnlyVersion {
+		return nil
+	}
+	return []string{"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1"}
 }
 
 // registers decides whether nspawn registers the container with machined.

@@ -158,3 +158,19 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+func TestCgroupEnv(t *testing.T) {
+	tests := []struct {
+		version     int
+		known, host bool
+		want        int
+	}{
+		{262, true, false, 1}, {256, true, false, 1}, {255, true, false, 0}, {219, true, false, 0},
+		{262, false, false, 0}, {262, true, true, 0},
+	}
+	for _, tt := range tests {
+		if got := cgroupEnv(tt.version, tt.known, tt.host); len(got) != tt.want {
+			t.Errorf("cgroupEnv(%d, %v, %v) = %v", tt.version, tt.known, tt.host, got)
+		}
+	}
+}

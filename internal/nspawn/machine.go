@@ -161,6 +161,14 @@ func (m *Machine) boot(ctx context.Context) error {
 	// bounds the boot.
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(environWithout("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"), "NOTIFY_SOCKET="+addr)
+	if root, err := rootfs.Open(m.opts.RootFS); err == nil {
+		version, known := systemdVersion(root)
+		root.Close()
+		if env := cgroupEnv(version, known, hostCgroupUnified()); env != nil {
+			m.log.Debug("giving the container the unified cgroup hierarchy", "systemd", version)
+			cmd.Env = append(cmd.Env, env...)
+		}
+	}
 	cmd.Stdout = console
 	cmd.Stderr = console
 	if m.opts.Detach {
