@@ -8,6 +8,7 @@ func postrojApp() *cli.App {
 		UsageText: "postroj [--root DIR] [--verbose] COMMAND [OPTIONS]",
 		Description: "postroj shares racker's image store (--root, RACKER_ROOT).\n" +
 			"Exit codes: 0 passed, 1 a probe failed, 2 bad usage, 3 infrastructure failure.",
-		Flags: globalFlags(),
+		Flags:    globalFlags(),
+		Commands: []*cli.Command{listImagesCommand(), postrojPullCommand(), pkgprobeCommand(), selftestCommand()},
 	}
 }

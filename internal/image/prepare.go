@@ -268,3 +268,16 @@ func (t *tailBuffer) last(n int) string {
 	}
 	return strings.Join(lines, " | ")
 }
+
+// Prepared returns the bootable root filesystem of img if there is one
+// without preparing anything: img's own tree when it lacks nothing, or the
+// copy an earlier Prepare made.
+func (s *Store) Prepared(img Image) (Prepared, bool) {
+	if p, ok := s.readPrepared(filepath.Join(s.imageDir(img.Digest), "prepared")); ok {
+		return p, true
+	}
+	if missing, err := Missing(img.RootFS); err == nil && len(missing) == 0 {
+		return Prepared{RootFS: img.RootFS}, true
+	}
+	return Prepared{}, false
+}

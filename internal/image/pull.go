@@ -164,23 +164,29 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 	}
 
 	rr := refRecord{Reference: ref.String(), Digest: digest.String(), Index: index, Platform: pl}
+	out, err := s.store(ctx, img, cfg, rr, opts)
+	return PullResult{Image: out}, err
+}
+
+// store unpacks img under the lock of its digest unless its content is
+// already stored, then records the reference rr. Pull and Import share it.
+func (s *Store) store(ctx context.Context, img v1.Image, cfg *v1.ConfigFile, rr refRecord, opts PullOptions) (Image, error) {
 	unlock, err := s.lock(ctx, rr.Digest)
 	if err != nil {
-		return PullResult{}, err
+		return Image{}, err
 	}
 	defer unlock()
 	if _, err := s.readRecord(rr.Digest); err != nil {
-		if err := s.unpack(ctx, ref.String(), img, cfg, rr, opts); err != nil {
-			return PullResult{}, err
+		if err := s.unpack(ctx, rr.Reference, img, cfg, rr, opts); err != nil {
+			return Image{}, err
 		}
 	} else {
 		s.Logger.Info("image content already stored", "digest", rr.Digest)
 	}
 	if err := s.writeRef(rr); err != nil {
-		return PullResult{}, fmt.Errorf("recording reference: %w", err)
+		return Image{}, fmt.Errorf("recording reference: %w", err)
 	}
-	out, err := s.image(rr)
-	return PullResult{Image: out}, err
+	return s.image(rr)
 }
 
 func (s *Store) remoteOptions(ctx context.Context, opts PullOptions) []remote.Option {
