@@ -198,7 +198,9 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 		if opts.Detach {
 			return -1, "", fmt.Errorf("running %s: --detach needs a booted container (not --boot=never)", img.Reference)
 		}
-		nopts.RootFS = img.RootFS
+		if nopts.RootFS, err = r.Store.RunnableRootFS(ctx, img); err != nil {
+			return -1, "", err
+		}
 		p.Terminal = opts.TTY && opts.Terminal != nil
 		code, err := nspawn.Run(ctx, nopts, p)
 		return code, name, err

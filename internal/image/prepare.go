@@ -281,3 +281,45 @@ func (s *Store) Prepared(img Image) (Prepared, bool) {
 	}
 	return Prepared{}, false
 }
+
+// RunnableRootFS returns a root filesystem of img that systemd-nspawn
+// accepts for running a command without booting. nspawn refuses trees
+// without a /usr directory, which single-binary images (hello-world)
+// lack: those get, once, a hardlinked copy with an empty /usr added, kept
+// next to the image. Other images are used as they are.
+func (s *Store) RunnableRootFS(ctx context.Context, img Image) (string, error) {
+	if fi, err := os.Lstat(filepath.Join(img.RootFS, "usr")); err == nil && fi.IsDir() {
+		return img.RootFS, nil
+	}
+	dir := filepath.Join(s.imageDir(img.Digest), "runnable")
+	rootfs := filepath.Join(dir, "rootfs")
+	if _, err := os.Stat(rootfs); err == nil {
+		return rootfs, nil
+	}
+	unlock, err := s.lock(ctx, img.Digest)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(rootfs); err == nil {
+		return rootfs, nil
+	}
+	h, _ := digestHex(img.Digest)
+	work, err := os.MkdirTemp(filepath.Join(s.Root, "tmp"), h+".run-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	// Hard links share the image's inodes: containers only ever see the
+	// tree through a read-only overlay.
+	if out, err := exec.CommandContext(ctx, "cp", "-al", img.RootFS, filepath.Join(work, "rootfs")).CombinedOutput(); err != nil {
+		return "", &Error{Op: "preparing", Ref: img.Reference, Err: fmt.Errorf("linking the image: %v: %s", err, oneLine(string(out)))}
+	}
+	if err := os.Mkdir(filepath.Join(work, "rootfs", "usr"), 0o755); err != nil {
+		return "", &Error{Op: "preparing", Ref: img.Reference, Err: err}
+	}
+	if err := os.Rename(work, dir); err != nil {
+		return "", &Error{Op: "preparing", Ref: img.Reference, Err: err}
+	}
+	return rootfs, nil
+}

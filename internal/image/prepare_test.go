@@ -153,3 +153,31 @@ func TestPrepareFailureLeavesNothing(t *testing.T) {
 	}
 	assertTmpEmpty(t, st)
 }
+
+func TestRunnableRootFS(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	img := Image{Reference: "test/hello:1", Digest: "sha256:" + sixtyFour, RootFS: mkTree(t, "hello")}
+	os.MkdirAll(st.imageDir(img.Digest), 0o700)
+	got, err := st.RunnableRootFS(ctx, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == img.RootFS {
+		t.Fatal("tree without /usr used as it is")
+	}
+	if fi, err := os.Stat(filepath.Join(got, "usr")); err != nil || !fi.IsDir() {
+		t.Errorf("no /usr in %s: %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(img.RootFS, "usr")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the stored image was changed: %v", err)
+	}
+	if again, err := st.RunnableRootFS(ctx, img); err != nil || again != got {
+		t.Errorf("second call: %q, %v", again, err)
+	}
+	assertTmpEmpty(t, st)
+	full := Image{Digest: "sha256:" + strings.Repeat("2", 64), RootFS: mkTree(t, "usr/bin/sh")}
+	if got, err := st.RunnableRootFS(ctx, full); err != nil || got != full.RootFS {
+		t.Errorf("tree with /usr: %q, %v", got, err)
+	}
+}

@@ -1,11 +1,13 @@
 package nspawn
 
 import (
+	"io"
 	"os"
 
 	"strings"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // hostRunsSystemd reports whether the host was booted with systemd, the
@@ -79,6 +81,9 @@ func (o *Options) commonArgs() []string {
 	if o.Hostname != "" {
 		args = append(args, "--hostname="+o.Hostname)
 	}
+	if o.hostnameFile != "" {
+		args = append(args, "--bind-ro="+o.hostnameFile+":/etc/hostname")
+	}
 	if o.PrivateNetwork {
 		args = append(args, "--private-network")
 	}
@@ -132,9 +137,14 @@ func (o *Options) runArgs(p *Process, path string) []string {
 	// SIGTERM to nspawn (cancellation, our death) must end the command even
 	// if, as PID 1, it ignores SIGTERM.
 	args = append(args, "--quiet", "--kill-signal=SIGKILL")
-	if p.Terminal {
+	switch {
+	case p.Terminal && isTerminal(p.Stdin):
 		args = append(args, "--console=interactive")
-	} else {
+	case p.Terminal:
+		// A terminal for the command, but no input from ours (-t without
+		// -i): an interactive console would end at the empty input.
+		args = append(args, "--console=read-only")
+	default:
 		// The command gets nspawn's stdin, stdout and stderr as they are.
 		args = append(args, "--console=pipe")
 	}
@@ -155,19 +165,32 @@ func (o *Options) runArgs(p *Process, path string) []string {
 // sets: env with PATH defaulted, and TERM defaulted when it runs on a
 // terminal.
 func processEnv(env []string, terminal bool) []string {
-	out := make([]string, 0, len(env)+2)
-	hasPath, hasTerm := false, false
-	for _, kv := range env {
-		hasPath = hasPath || strings.HasPrefix(kv, "PATH=")
-		hasTerm = hasTerm || strings.HasPrefix(kv, "TERM=")
+	// A later value of a key replaces an earlier one (the image's PATH by
+	// -e PATH=...); systemd refuses environment blocks with repeated keys.
+	last := make(map[string]int, len(env))
+	for i, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		last[k] = i
 	}
-	if !hasPath {
+	out := make([]string, 0, len(env)+2)
+	if _, ok := last["PATH"]; !ok {
 		out = append(out, "PATH="+DefaultPath)
 	}
-	if terminal && !hasTerm {
+	if _, ok := last["TERM"]; terminal && !ok {
 		out = append(out, "TERM=xterm")
 	}
-	return append(out, env...)
+	for i, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); last[k] == i {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// isTerminal reports whether r is a terminal.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // lookupEnv returns the value of key in env (last one wins), or "".

@@ -1,6 +1,7 @@
 package nspawn
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -88,8 +89,20 @@ func TestRunArgs(t *testing.T) {
 	}
 	p = Process{Args: []string{"sh"}, Env: []string{"PATH=/bin", "TERM=vt100"}, Terminal: true}
 	got := strings.Join(o.runArgs(&p, "/bin/sh"), " ")
-	if !strings.Contains(got, "--console=interactive --setenv=PATH=/bin --setenv=TERM=vt100 -- /bin/sh") {
+	// No terminal on stdin (-t without -i): output through a terminal only.
+	if !strings.Contains(got, "--console=read-only --setenv=PATH=/bin --setenv=TERM=vt100 -- /bin/sh") {
 		t.Errorf("terminal run: %s", got)
+	}
+	o.Hostname = "web"
+	if err := o.writeHostname(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	got = strings.Join(o.runArgs(&p, "/bin/sh"), " ")
+	if !strings.Contains(got, "--hostname=web --bind-ro="+o.hostnameFile+":/etc/hostname") {
+		t.Errorf("host name: %s", got)
+	}
+	if b, _ := os.ReadFile(o.hostnameFile); string(b) != "web\n" {
+		t.Errorf("host name file holds %q", b)
 	}
 }
 
@@ -102,6 +115,7 @@ func TestProcessEnv(t *testing.T) {
 		{nil, false, []string{"PATH=" + DefaultPath}},
 		{nil, true, []string{"PATH=" + DefaultPath, "TERM=xterm"}},
 		{[]string{"PATH=/x", "TERM=dumb", "A=b=c"}, true, []string{"PATH=/x", "TERM=dumb", "A=b=c"}},
+		{[]string{"PATH=/image", "A=1", "B=2", "A=3", "PATH="}, false, []string{"B=2", "A=3", "PATH="}},
 	} {
 		if got := processEnv(tc.env, tc.tty); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("processEnv(%q, %v) = %q, want %q", tc.env, tc.tty, got, tc.want)

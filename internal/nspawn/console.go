@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 )
 
 // propagateNoise starts the line nspawn prints on exit when /run is not a
@@ -63,7 +64,11 @@ type noiseFilter struct {
 	drop    []byte // the full line, newline included
 	pending []byte // start of the current line, a proper prefix of drop
 	midLine bool   // the current line is known not to be drop
+	muted   atomic.Bool
 }
+
+// mute makes the filter drop everything from now on.
+func (f *noiseFilter) mute() { f.muted.Store(true) }
 
 func newNoiseFilter(w io.Writer, name string) *noiseFilter {
 	line := propagateNoise + name + `", and we can't allow that.` + "\n"
@@ -72,6 +77,9 @@ func newNoiseFilter(w io.Writer, name string) *noiseFilter {
 
 func (f *noiseFilter) Write(p []byte) (int, error) {
 	n := len(p)
+	if f.muted.Load() {
+		return n, nil
+	}
 	for len(p) > 0 {
 		if f.midLine {
 			i := bytes.IndexByte(p, '\n')
@@ -111,7 +119,7 @@ func (f *noiseFilter) Write(p []byte) (int, error) {
 
 // flush writes out held-back bytes; call it when the stream ends.
 func (f *noiseFilter) flush() error {
-	if len(f.pending) == 0 {
+	if len(f.pending) == 0 || f.muted.Load() {
 		return nil
 	}
 	_, err := f.w.Write(f.pending)

@@ -116,6 +116,10 @@ func Start(ctx context.Context, opts Options) (*Machine, error) {
 		return nil, fmt.Errorf("starting %s: %w", opts.Name, err)
 	}
 	m.console = m.state.console(opts.Name)
+	if err := m.opts.writeHostname(m.state.dir(opts.Name)); err != nil {
+		m.state.release(m.rec)
+		return nil, err
+	}
 	if err := m.boot(ctx); err != nil {
 		m.abort()
 		lines := tailFile(m.console, consoleTail)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -125,6 +126,10 @@ type Options struct {
 	// Logger receives debug records; nil discards them.
 	Logger *slog.Logger
 
+	// hostnameFile, when set, is bound over /etc/hostname so that the
+	// container's static host name is Hostname, as docker does it.
+	hostnameFile string
+
 	// hostHasSystemd overrides the /run/systemd/system check (tests).
 	hostHasSystemd func() bool
 }
@@ -240,5 +245,19 @@ func ValidName(name string) error {
 	if !ok {
 		return fmt.Errorf("invalid container name %q (valid: 1-64 of [A-Za-z0-9.-], starting and ending with a letter or digit)", name)
 	}
+	return nil
+}
+
+// writeHostname writes the host name file into the container's state
+// directory dir, when a host name is set.
+func (o *Options) writeHostname(dir string) error {
+	if o.Hostname == "" {
+		return nil
+	}
+	f := filepath.Join(dir, "hostname")
+	if err := os.WriteFile(f, []byte(o.Hostname+"\n"), 0o644); err != nil {
+		return fmt.Errorf("writing host name: %w", err)
+	}
+	o.hostnameFile = f
 	return nil
 }

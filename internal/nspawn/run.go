@@ -42,6 +42,10 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	if st, err := root.Stat("/usr"); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		root.Close()
+		return -1, fmt.Errorf("running %s: %s has no /usr directory, which systemd-nspawn requires", opts.Name, opts.RootFS)
+	}
 	env := processEnv(p.Env, p.Terminal)
 	dir := p.Dir
 	if dir == "" {
@@ -78,6 +82,9 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
 		}
 		defer state.release(rec)
+		if err := opts.writeHostname(state.dir(opts.Name)); err != nil {
+			return -1, err
+		}
 	}
 
 	args := opts.runArgs(&p, file)
@@ -90,8 +97,12 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 	}
 	filter := newNoiseFilter(stderr, opts.Name)
 	cmd.Stderr = filter
-	// --kill-signal=SIGKILL: SIGTERM makes nspawn kill the command.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	// --kill-signal=SIGKILL: SIGTERM makes nspawn kill the command. What
+	// nspawn says about that is not the command's output.
+	cmd.Cancel = func() error {
+		filter.mute()
+		return cmd.Process.Signal(syscall.SIGTERM)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if !p.Terminal {
 		// Keeps the terminal's Ctrl-C to us; with a terminal, nspawn must
