@@ -9,14 +9,17 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,13 +47,19 @@ import (
 // A script that uses the registry says so with [registry], which makes
 // setup start and seed the shared one. Commands besides testscript's own,
 // each documented at its cmd function: mkimage, cmpimage, json, setenv,
-// rootfs, exitcode, lstree, emptydir, waitsize, closedport. Layer specs for
-// mkimage are described by testregistry.SpecDoc.
+// rootfs, exitcode, lstree, emptydir, waitsize, closedport, warmstore,
+// nomounts, noprocs, waitfor, signal, signaled. Layer specs for mkimage are
+// described by testregistry.SpecDoc. Programs besides racker and postroj:
+// pty (see ptyMain), to run a command on a real terminal.
+//
+// Containers a script leaves running, by failing half-way or on purpose,
+// are removed when it ends, whatever happened (see teardown).
 
 func TestMain(m *testing.M) {
 	testscript.Main(closeAfter{m}, map[string]func(){
 		"racker":  func() { os.Exit(cli.RackerMain()) },
 		"postroj": func() { os.Exit(cli.PostrojMain()) },
+		"pty":     func() { os.Exit(ptyMain(os.Args[1:])) },
 	})
 }
 
@@ -61,6 +70,7 @@ type closeAfter struct{ m *testing.M }
 func (c closeAfter) Run() int {
 	code := c.m.Run()
 	shared.close()
+	warm.close()
 	return code
 }
 
@@ -86,8 +96,15 @@ func TestScripts(t *testing.T) {
 			"waitsize":   cmdWaitsize,
 			"closedport": cmdClosedport,
 			"rootfs":     cmdRootfs,
+			"warmstore":  cmdWarmstore,
+			"nomounts":   cmdNomounts,
+			"noprocs":    cmdNoprocs,
+			"waitfor":    cmdWaitfor,
+			"signal":     cmdSignal,
+			"signaled":   cmdSignaled,
 		},
 	}
+	maps.Copy(p.Cmds, probeCmds) // script_probe_test.go
 	if !e2e {
 		testscript.Run(t, p)
 		return
@@ -160,6 +177,7 @@ var usesRegistry = regexp.MustCompile(`\[\s*!?\s*registry\s*\]`)
 //	DEBIAN_DIGEST, DEBIAN_HEX       bookworm-slim for HOST_PLATFORM
 //	DEBIAN_INDEX_DIGEST             the index debian:bookworm-slim names
 //	DEBIAN_OTHER_DIGEST             the small image for OTHER_PLATFORM in it
+//	GOCACHE, GOTOOLCHAIN=local, GOPROXY=off   for `exec go build`
 func setup(e *testscript.Env) error {
 	home := filepath.Join(e.WorkDir, "home")
 	if err := os.MkdirAll(home, 0o755); err != nil {
@@ -169,6 +187,14 @@ func setup(e *testscript.Env) error {
 	e.Setenv("RACKER_ROOT", filepath.Join(e.WorkDir, "state"))
 	e.Setenv("HOST_PLATFORM", platformString(testregistry.HostPlatform()))
 	e.Setenv("OTHER_PLATFORM", platformString(testregistry.OtherPlatform()))
+	// `exec go build` in a script: the host's build cache, and never the
+	// network.
+	if cache := goCache(); cache != "" {
+		e.Setenv("GOCACHE", cache)
+	}
+	e.Setenv("GOTOOLCHAIN", "local")
+	e.Setenv("GOPROXY", "off")
+	e.Defer(teardown(e.T(), e.WorkDir, e.Getenv("RACKER_ROOT")))
 
 	script, err := scriptText(e)
 	if err != nil {
@@ -883,6 +909,581 @@ func cmdRootfs(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("rootfs: RACKER_ROOT is not set")
 	}
 	ts.Setenv(args[0], filepath.Join(root, "images", h.Algorithm, h.Hex, "rootfs"))
+}
+
+// goCache is the host's Go build cache, so that `exec go build` in a
+// script (whose HOME is its own) does not rebuild the standard library.
+var goCache = sync.OnceValue(func() string {
+	if c := os.Getenv("GOCACHE"); c != "" {
+		return c
+	}
+	out, err := exec.Command("go", "env", "GOCACHE").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+})
+
+// teardown returns what runs when a script ends, passed or failed: every
+// container racker lists in root is removed with `racker rm -f`; then, in
+// case racker lost track of some, any systemd-nspawn whose root directory
+// is under work is killed and anything still mounted under work is
+// detached, so that removing work cannot reach into a container or a bind
+// mount. What it had to clean up is logged; scripts assert on leftovers
+// themselves (noprocs, nomounts), this only keeps them from piling up.
+func teardown(t testscript.T, work, root string) func() {
+	return func() {
+		logf := func(format string, args ...any) { t.Log(fmt.Sprintf("teardown: "+format, args...)) }
+		if entries, _ := os.ReadDir(filepath.Join(root, "containers")); len(entries) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, "racker", "--root", root, "ps", "--format", "json").Output()
+			var list []struct{ Name string }
+			if err == nil {
+				err = json.Unmarshal(out, &list)
+			}
+			if err != nil {
+				logf("racker ps: %v", err)
+			}
+			var names []string
+			for _, c := range list {
+				names = append(names, c.Name)
+			}
+			if len(names) > 0 {
+				out, err := exec.CommandContext(ctx, "racker", append([]string{"--root", root, "rm", "-f"}, names...)...).CombinedOutput()
+				logf("racker rm -f %s: %v\n%s", strings.Join(names, " "), err, out)
+			}
+		}
+		for _, p := range processes() {
+			if filepath.Base(p.args[0]) != "systemd-nspawn" {
+				continue
+			}
+			for _, a := range p.args[1:] {
+				if dir, ok := strings.CutPrefix(a, "--directory="); ok && within(dir, work) {
+					logf("killing leftover pid %d: %s", p.pid, strings.Join(p.args, " "))
+					killAndWait(p.pid)
+					break
+				}
+			}
+		}
+		mounts, err := mountPoints()
+		if err != nil {
+			logf("%v", err)
+		}
+		for i := len(mounts) - 1; i >= 0; i-- { // the innermost first
+			if within(mounts[i], work) {
+				err := unix.Unmount(mounts[i], unix.MNT_DETACH)
+				logf("unmounting leftover %s: %v", mounts[i], err)
+			}
+		}
+	}
+}
+
+// within reports whether path is dir or below it.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// killAndWait sends SIGTERM to pid (systemd-nspawn kills its container on
+// SIGTERM as racker starts it), then SIGKILL if it is still there after 5 s.
+func killAndWait(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	unix.PidfdSendSignal(fd, unix.SIGTERM, nil, 0)
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if n, _ := unix.Poll(pfd, 5000); n > 0 {
+		return
+	}
+	unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	unix.Poll(pfd, 5000)
+}
+
+type process struct {
+	pid  int
+	args []string
+}
+
+// processes lists the processes of the host with their arguments, this one
+// and zombies (which have none) excepted.
+func processes() []process {
+	entries, _ := os.ReadDir("/proc")
+	var out []process
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		out = append(out, process{pid, strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")})
+	}
+	return out
+}
+
+// mountPoints returns the mount points of this process's mount namespace,
+// in the order of /proc/self/mountinfo (parents before children).
+func mountPoints() ([]string, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 {
+			out = append(out, unescapeMountinfo(f[4]))
+		}
+	}
+	return out, nil
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a blank) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+var nameUnsafe = regexp.MustCompile(`[^A-Za-z0-9.-]+`)
+
+// warm holds the template stores of warmstore, built once per test process
+// in a temporary directory that is removed when the tests end.
+var warm = &warmStores{stores: map[string]*warmStore{}}
+
+type warmStores struct {
+	mu     sync.Mutex
+	dir    string
+	stores map[string]*warmStore
+}
+
+type warmStore struct {
+	once sync.Once
+	root string
+	err  error
+}
+
+func (w *warmStores) get(image string) (*warmStore, string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dir == "" {
+		dir, err := os.MkdirTemp("", "racker-test-warm-")
+		if err != nil {
+			return nil, "", err
+		}
+		w.dir = dir
+	}
+	s, ok := w.stores[image]
+	if !ok {
+		s = &warmStore{}
+		w.stores[image] = s
+	}
+	return s, w.dir, nil
+}
+
+func (w *warmStores) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dir != "" {
+		os.RemoveAll(w.dir)
+	}
+}
+
+// warmstore IMAGE
+//
+// Puts IMAGE (written as for docker), pulled from the script's registry and
+// prepared for booting, into $RACKER_ROOT, which must not hold it yet. The
+// first script to ask for IMAGE makes a template store with the real
+// racker (`racker --root TEMPLATE run --rm IMAGE true`: pull, real apt-get,
+// boot); every script then gets a copy made of hard links (cp -al), which
+// takes a fraction of a second. Containers never write to a stored tree
+// (they boot on a volatile overlay), so the copies cannot affect each
+// other. Templates live in a temporary directory of this test process and
+// are made anew by every `go test` run: preparation is exercised each time.
+func cmdWarmstore(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: warmstore IMAGE")
+	}
+	image := args[0]
+	shared.server(ts)
+	s, dir, err := warm.get(image)
+	ts.Check(err)
+	s.once.Do(func() {
+		start := time.Now()
+		s.root = filepath.Join(dir, "store-"+nameUnsafe.ReplaceAllString(image, "-"))
+		s.err = buildWarmStore(s.root, filepath.Join(dir, "home"), image, ts.Getenv("RACKER_REGISTRY_MIRRORS"))
+		ts.Logf("warmstore: made the template store of %s in %.1fs", image, time.Since(start).Seconds())
+	})
+	if s.err != nil {
+		ts.Fatalf("warmstore %s: %v", image, s.err)
+	}
+	dest := ts.Getenv("RACKER_ROOT")
+	ts.Check(os.MkdirAll(dest, 0o700))
+	ctx, cancel := commandContext()
+	defer cancel()
+	for _, d := range []string{"images", "refs"} {
+		out, err := exec.CommandContext(ctx, "cp", "-al", filepath.Join(s.root, d), dest+"/").CombinedOutput()
+		if err != nil {
+			ts.Fatalf("warmstore %s: copying %s: %v: %s", image, d, err, out)
+		}
+	}
+}
+
+// buildWarmStore pulls and prepares image into the store root.
+func buildWarmStore(root, home, image, mirrors string) error {
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "racker", "--root", root, "run", "--rm", "--quiet", image, "true")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RACKER_") && !strings.HasPrefix(kv, "HOME=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "HOME="+home, "RACKER_REGISTRY_MIRRORS="+mirrors)
+	cmd.WaitDelay = 10 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("racker --root %s run --rm %s true: %v\n%s", root, image, err, out)
+	}
+	prepared, _ := filepath.Glob(filepath.Join(root, "images", "sha256", "*", "prepared", "prepared.json"))
+	if len(prepared) == 0 {
+		return fmt.Errorf("racker run %s left no prepared tree in %s", image, root)
+	}
+	return nil
+}
+
+// nomounts DIR
+//
+// Passes if nothing is mounted at or below DIR in this process's mount
+// namespace (the host's); `! nomounts DIR` if something is. Lists what is.
+func cmdNomounts(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: nomounts DIR")
+	}
+	dir := ts.MkAbs(args[0])
+	all, err := mountPoints()
+	ts.Check(err)
+	var found []string
+	for _, m := range all {
+		if within(m, dir) {
+			found = append(found, m)
+		}
+	}
+	switch {
+	case neg && len(found) == 0:
+		ts.Fatalf("nothing is mounted under %s", dir)
+	case !neg && len(found) > 0:
+		ts.Fatalf("mounted under %s:\n%s", dir, strings.Join(found, "\n"))
+	}
+}
+
+// noprocs PATTERN
+//
+// Passes if no process's command line (its arguments joined by blanks)
+// matches the regular expression PATTERN, looking once; `! noprocs PATTERN`
+// passes once one does (waiting up to 10s for a process being started).
+// Zombies and this test process are not looked at. Lists the matches, e.g.
+// `noprocs 'systemd-nspawn .*--machine=web1( |$)'`.
+func cmdNoprocs(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: noprocs PATTERN")
+	}
+	re, err := regexp.Compile(args[0])
+	if err != nil {
+		ts.Fatalf("noprocs: %v", err)
+	}
+	var found []string
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		for _, p := range processes() {
+			if line := strings.Join(p.args, " "); re.MatchString(line) {
+				found = append(found, fmt.Sprintf("pid %d: %s", p.pid, line))
+			}
+		}
+		if !neg || len(found) > 0 || time.Since(start) > 10*time.Second {
+			break
+		}
+	}
+	switch {
+	case neg && len(found) == 0:
+		ts.Fatalf("no process matches %q after 10s", args[0])
+	case !neg && len(found) > 0:
+		ts.Fatalf("processes match %q:\n%s", args[0], strings.Join(found, "\n"))
+	}
+}
+
+// waitfor [-timeout DUR] FILE [REGEXP]
+//
+// Waits until FILE exists and, with REGEXP, until its content matches it
+// (multi-line mode, as for stdout). Gives up after DUR (default 1m).
+func cmdWaitfor(ts *testscript.TestScript, neg bool, args []string) {
+	const usage = "waitfor [-timeout DUR] FILE [REGEXP]"
+	if neg {
+		ts.Fatalf("unsupported: ! waitfor")
+	}
+	fset := flag.NewFlagSet("waitfor", flag.ContinueOnError)
+	timeout := fset.Duration("timeout", time.Minute, "")
+	parseFlags(ts, fset, args, 1, 2, usage)
+	file := ts.MkAbs(fset.Arg(0))
+	var re *regexp.Regexp
+	if fset.NArg() == 2 {
+		var err error
+		if re, err = regexp.Compile("(?m)" + fset.Arg(1)); err != nil {
+			ts.Fatalf("waitfor: %v\nusage: %s", err, usage)
+		}
+	}
+	start := time.Now()
+	for {
+		data, err := os.ReadFile(file)
+		if err == nil && (re == nil || re.Match(data)) {
+			ts.Logf("waitfor: %s ready after %v", fset.Arg(0), time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > *timeout {
+			if err != nil {
+				ts.Fatalf("waitfor: %v after %v", err, *timeout)
+			}
+			ts.Fatalf("waitfor: %s does not match %q after %v; it holds:\n%s", fset.Arg(0), fset.Arg(1), *timeout, data)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// signals are what signal sends; testscript's kill has only INT and KILL.
+var signals = map[string]syscall.Signal{
+	"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP,
+	"QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
+}
+
+// signaledCmds remembers, per script and WORD, the command that signal
+// signaled and when, for signaled.
+var signaledCmds = struct {
+	sync.Mutex
+	m map[*testscript.TestScript]map[string]signaledCmd
+}{m: map[*testscript.TestScript]map[string]signaledCmd{}}
+
+type signaledCmd struct {
+	cmd  *exec.Cmd
+	sent time.Time
+}
+
+// signal SIG WORD
+//
+// Sends SIG (INT, TERM, HUP, QUIT or KILL) to the one background command of
+// this script (`exec ... &NAME&`) that has WORD among its arguments. Check
+// how it ended with `wait NAME`, then signaled.
+func cmdSignal(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: signal SIG WORD")
+	}
+	sig, ok := signals[args[0]]
+	if !ok {
+		ts.Fatalf("signal: unknown signal %q (valid: INT, TERM, HUP, QUIT, KILL)", args[0])
+	}
+	var found []*exec.Cmd
+	for _, c := range ts.BackgroundCmds() {
+		if slices.Contains(c.Args[1:], args[1]) {
+			found = append(found, c)
+		}
+	}
+	if len(found) != 1 {
+		ts.Fatalf("signal: %d background commands have the argument %q, want 1", len(found), args[1])
+	}
+	sent := time.Now()
+	ts.Check(found[0].Process.Signal(sig))
+	signaledCmds.Lock()
+	defer signaledCmds.Unlock()
+	if signaledCmds.m[ts] == nil {
+		signaledCmds.m[ts] = map[string]signaledCmd{}
+		ts.Defer(func() {
+			signaledCmds.Lock()
+			delete(signaledCmds.m, ts)
+			signaledCmds.Unlock()
+		})
+	}
+	signaledCmds.m[ts][args[1]] = signaledCmd{found[0], sent}
+}
+
+// signaled WORD N WITHIN
+//
+// After `signal SIG WORD` and `wait` for that command: passes if it exited
+// with status N (128+S for death by signal S, as a shell says) at most
+// WITHIN (e.g. 3s) after the signal was sent, as far as `wait` returning
+// tells.
+func cmdSignaled(ts *testscript.TestScript, neg bool, args []string) {
+	const usage = "signaled WORD N WITHIN"
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: %s", usage)
+	}
+	want, err := strconv.Atoi(args[1])
+	if err != nil {
+		ts.Fatalf("signaled: N %q is not a number\nusage: %s", args[1], usage)
+	}
+	limit, err := time.ParseDuration(args[2])
+	if err != nil {
+		ts.Fatalf("signaled: %v\nusage: %s", err, usage)
+	}
+	signaledCmds.Lock()
+	sc, ok := signaledCmds.m[ts][args[0]]
+	signaledCmds.Unlock()
+	if !ok {
+		ts.Fatalf("signaled: no `signal SIG %s` before", args[0])
+	}
+	if sc.cmd.ProcessState == nil {
+		ts.Fatalf("signaled: the command with %q has not been waited for: `wait` for it first", args[0])
+	}
+	took := time.Since(sc.sent)
+	ts.Logf("%s: %v, %v after the signal", filepath.Base(sc.cmd.Args[0]), sc.cmd.ProcessState, took.Round(time.Millisecond))
+	got := sc.cmd.ProcessState.ExitCode()
+	if ws, ok := sc.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		got = 128 + int(ws.Signal())
+	}
+	if got != want {
+		ts.Fatalf("the command with %q ended with %v, want exit status %d", args[0], sc.cmd.ProcessState, want)
+	}
+	if took > limit {
+		ts.Fatalf("the command with %q took %v after the signal to exit, want at most %v", args[0], took.Round(time.Millisecond), limit)
+	}
+}
+
+// ptyMain is the program pty, which scripts run with exec:
+//
+//	pty [-rows R] [-cols C] [-input TEXT] [-timeout DUR] PROG [ARG...]
+//
+// It runs PROG on a new pseudo-terminal of the host, as an interactive
+// shell would: the terminal is PROG's stdin, stdout, stderr and controlling
+// terminal, in a session of its own, sized R x C (default 24 x 80). TEXT,
+// with Go escapes (\n, \r, \x04, ...) decoded, is typed in as soon as PROG
+// starts. Everything PROG writes to the terminal (the terminal's own echo
+// and CRLF line ends included) is copied to pty's stdout once PROG has
+// exited, and pty exits with PROG's status (128+N after signal N). pty's
+// stderr gets one line telling whether PROG left the terminal's settings
+// as it found them: "pty: terminal settings restored" or "pty: terminal
+// settings changed: ...". After DUR (default 1m) PROG is killed.
+func ptyMain(args []string) int {
+	fset := flag.NewFlagSet("pty", flag.ContinueOnError)
+	rows := fset.Uint("rows", 24, "")
+	cols := fset.Uint("cols", 80, "")
+	input := fset.String("input", "", "")
+	timeout := fset.Duration("timeout", time.Minute, "")
+	if err := fset.Parse(args); err != nil || fset.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "usage: pty [-rows R] [-cols C] [-input TEXT] [-timeout DUR] PROG [ARG...]")
+		return 2
+	}
+	text, err := strconv.Unquote(`"` + strings.ReplaceAll(*input, `"`, `\"`) + `"`)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pty: -input %q: %v\n", *input, err)
+		return 2
+	}
+	master, slave, err := openPTY(uint16(*rows), uint16(*cols))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pty: %v\n", err)
+		return 2
+	}
+	defer master.Close()
+	before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pty: %v\n", err)
+		return 2
+	}
+	cmd := exec.Command(fset.Arg(0), fset.Args()[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "pty: %v\n", err)
+		return 127
+	}
+	// Only PROG and its children hold the terminal now: reading the master
+	// fails (EIO) once they all have closed it.
+	slave.Close()
+	var out strings.Builder
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := master.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	if text != "" {
+		master.Write([]byte(text))
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case <-exited:
+	case <-time.After(*timeout):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		fmt.Fprintf(os.Stderr, "pty: killed %s after %v\n", fset.Arg(0), *timeout)
+	}
+	// Output may still be in the terminal; a process PROG left behind may
+	// keep it open: then give up after a while.
+	master.SetReadDeadline(time.Now().Add(5 * time.Second))
+	<-read
+	after, err := unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS)
+	switch {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "pty: reading the terminal settings: %v\n", err)
+	case after.Iflag != before.Iflag || after.Oflag != before.Oflag || after.Lflag != before.Lflag || after.Cflag != before.Cflag:
+		fmt.Fprintf(os.Stderr, "pty: terminal settings changed: iflag %#o -> %#o, oflag %#o -> %#o, lflag %#o -> %#o, cflag %#o -> %#o\n",
+			before.Iflag, after.Iflag, before.Oflag, after.Oflag, before.Lflag, after.Lflag, before.Cflag, after.Cflag)
+	default:
+		fmt.Fprintln(os.Stderr, "pty: terminal settings restored")
+	}
+	os.Stdout.WriteString(out.String())
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// openPTY allocates a pseudo-terminal pair of the host's devpts, sized
+// rows x cols.
+func openPTY(rows, cols uint16) (master, slave *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := int(master.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("unlockpt: %w", err)
+	}
+	n, err := unix.IoctlGetUint32(fd, unix.TIOCGPTN)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("ptsname: %w", err)
+	}
+	if err := unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("setting the window size: %w", err)
+	}
+	slave, err = os.OpenFile("/dev/pts/"+strconv.FormatUint(uint64(n), 10), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, err
+	}
+	return master, slave, nil
 }
 
 func TestEvalJSON(t *testing.T) {
