@@ -85,6 +85,7 @@ func runCommand() *cli.Command {
 				pr := newProgress(c.App.ErrWriter, false)
 				defer pr.Stop()
 				opts.PullOpts.Progress = pr
+				opts.Status = c.App.ErrWriter
 			}
 			if c.Bool("verbose") {
 				opts.PrepareOutput = c.App.ErrWriter

@@ -66,6 +66,9 @@ type Options struct {
 	// PrepareOutput receives the package manager's output when an image is
 	// prepared for booting; nil keeps it for error messages only.
 	PrepareOutput io.Writer
+	// Status, if set, receives one-line notices of slow steps (preparing
+	// an image) so that they do not look hung.
+	Status io.Writer
 	// Progress is told about pulls.
 	Logger *slog.Logger
 }
@@ -206,6 +209,10 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 		return code, name, err
 	}
 
+	if _, done := r.Store.Prepared(img); !done && opts.Status != nil {
+		missing, _ := image.Missing(img.RootFS)
+		fmt.Fprintf(opts.Status, "Preparing %s for booting: installing %s (once; kept in the store)\n", img.Reference, strings.Join(missing, ", "))
+	}
 	rootfs, err := r.Bootable(ctx, img, opts.PrepareOutput)
 	if err != nil {
 		return -1, "", err
@@ -226,7 +233,15 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 	}
 	defer func() {
 		t0 := time.Now()
-		if cerr := m.Close(); cerr != nil && err == nil {
+		// The overlay vanishes anyway, so once the command is done the
+		// container is killed (as docker kills the rest of a container
+		// whose main process ended), unless services in it might still be
+		// writing to bind-mounted host directories: then it powers off.
+		stop := m.Kill
+		if len(opts.Binds) > 0 {
+			stop = m.Close
+		}
+		if cerr := stop(); cerr != nil && err == nil {
 			err = cerr
 		}
 		log.Info("stop", "machine", name, "took", time.Since(t0))
