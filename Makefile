@@ -35,22 +35,29 @@ test: deps
 	$(GO) test -count=1 -timeout 60m ./...
 
 # The README's first command: a loopback registry seeded with a Debian image
-# built from Debian's mirror, pulled through RACKER_REGISTRY_MIRRORS (see
-# tools/demo.sh). Its image store is DEMO_ROOT, emptied on every run, so the
-# real one (/var/lib/postroj) is never touched.
+# built from Debian's mirror, pulled through RACKER_REGISTRY_MIRRORS, then
+# booted with racker run (the first run prepares the image with apt-get from
+# Debian's mirror); see tools/demo.sh. Its image store is DEMO_ROOT, emptied
+# on every run, so the real one (/var/lib/postroj) is never touched.
 DEMO_ROOT ?= /var/tmp/racker-demo
 
 demo: deps build
 	@$(GO) build -o bin/testregistry ./tools/testregistry
 	@RACKER_ROOT='$(DEMO_ROOT)' bash tools/demo.sh
 
-# racker against the original tool's pipeline (skopeo copy + umoci unpack)
-# and the gzip|tar floor, on one loopback registry (see tools/bench). The
-# reference tools are installed here only: racker needs neither.
+# Side by side in one run (see tools/bench), two groups of cases:
+#   pull: racker pull against the original tool's pipeline (skopeo copy +
+#         umoci unpack) and the gzip|tar floor, on one loopback registry;
+#   run:  racker run --rm IMAGE true against bare systemd-nspawn doing the
+#         same (boot until READY=1, nsenter true, poweroff), with and without
+#         masked units, and racker run --boot=never against nspawn ... true.
+# BENCH_CASES=pull or BENCH_CASES=run picks one. The reference tools are
+# installed here only: racker needs neither.
 BENCH_DEPS := skopeo umoci
 BENCH_N ?= 5
+BENCH_CASES ?= pull,run
 BENCH_JSON ?= bin/bench.json
 
 bench: deps build
 	@$(MAKE) --no-print-directory deps DEPS='$(BENCH_DEPS)'
-	$(GO) run ./tools/bench -racker bin/racker -n $(BENCH_N) -json $(BENCH_JSON)
+	$(GO) run ./tools/bench -racker bin/racker -n $(BENCH_N) -cases '$(BENCH_CASES)' -json $(BENCH_JSON)

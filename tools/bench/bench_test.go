@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +41,7 @@ func TestSummarize(t *testing.T) {
 		{Wall: 2 * time.Second, CPU: 4 * time.Second, MaxRSS: 20},
 	})
 	want := summary{Median: 2 * time.Second, Min: time.Second, Max: 3 * time.Second, CPUMedian: 2 * time.Second, PeakRSS: 30}
-	if s != want {
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("summarize = %+v, want %+v", s, want)
 	}
 }
@@ -132,5 +135,151 @@ func TestCheckRootfs(t *testing.T) {
 	}
 	if err := checkRootfs(dir); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestSelectCases(t *testing.T) {
+	all := cases()
+	ids := func(cs []benchCase) string {
+		var s []string
+		for _, c := range cs {
+			s = append(s, c.id)
+		}
+		return strings.Join(s, ",")
+	}
+	for _, tt := range []struct{ list, want string }{
+		{"pull", "racker-pull,racker-pull-uptodate,skopeo-umoci,gzip-tar"},
+		{"run", "racker-run,nspawn-boot,racker-run-nomask,nspawn-boot-nomask,racker-run-noboot,nspawn-noboot"},
+		// Table order, whatever the order of the list; no duplicates.
+		{"gzip-tar, racker-pull,gzip-tar", "racker-pull,gzip-tar"},
+		{"nspawn-noboot,pull", "racker-pull,racker-pull-uptodate,skopeo-umoci,gzip-tar,nspawn-noboot"},
+	} {
+		got, err := selectCases(all, tt.list)
+		if err != nil {
+			t.Errorf("selectCases(%q): %v", tt.list, err)
+			continue
+		}
+		if ids(got) != tt.want {
+			t.Errorf("selectCases(%q) = %s, want %s", tt.list, ids(got), tt.want)
+		}
+	}
+	if got, err := selectCases(all, "pull,run"); err != nil || len(got) != len(all) {
+		t.Errorf("pull,run selects %d of %d cases (%v)", len(got), len(all), err)
+	}
+	for _, bad := range []string{"boot", "", ","} {
+		if _, err := selectCases(all, bad); err == nil {
+			t.Errorf("selectCases(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestGroups(t *testing.T) {
+	for _, c := range cases() {
+		if !slices.Contains(groups, c.group) {
+			t.Errorf("case %s: group %q is not one of %v", c.id, c.group, groups)
+		}
+		if c.group == "run" && (!c.short || c.setup == nil) {
+			t.Errorf("case %s: run cases are short and set the store up", c.id)
+		}
+	}
+}
+
+func TestRackerPhases(t *testing.T) {
+	log := `time=2026-11-29T13:38:34.033Z level=INFO msg=prepare ref=docker.io/library/debian:bookworm-slim installed="systemd dbus curl ca-certificates" took=34.542µs
+time=2026-11-29T13:38:34.284Z level=INFO msg=boot machine=debian-bookworm-slim-7ca937 took=250.849526ms
+time=2026-11-29T13:38:34.393Z level=INFO msg=stop machine=debian-bookworm-slim-7ca937 took=98.610885ms
+`
+	got := rackerPhases(log)
+	want := map[string]time.Duration{"boot": 250849526 * time.Nanosecond, "stop": 98610885 * time.Nanosecond}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rackerPhases = %v, want %v", got, want)
+	}
+	if got := rackerPhases("no log at all\n"); len(got) != 0 {
+		t.Errorf("rackerPhases of no log = %v", got)
+	}
+}
+
+func TestSummarizePhases(t *testing.T) {
+	ms := time.Millisecond
+	s := summarize([]sample{
+		{Wall: 3 * ms, Phases: map[string]time.Duration{"boot": 1 * ms, "stop": 5 * ms}},
+		{Wall: 2 * ms, Phases: map[string]time.Duration{"boot": 3 * ms}},
+		{Wall: 1 * ms, Phases: map[string]time.Duration{"boot": 2 * ms, "stop": 1 * ms}},
+	})
+	// stop is missing from one sample: no median for it.
+	if want := map[string]time.Duration{"boot": 2 * ms}; !reflect.DeepEqual(s.Phases, want) {
+		t.Errorf("phases %v, want %v", s.Phases, want)
+	}
+}
+
+func TestCompare(t *testing.T) {
+	r := &report{Cases: []caseRes{
+		{ID: "a", MedianSeconds: 0.3, PhaseMedianSeconds: map[string]float64{"boot": 0.2}},
+		{ID: "b", MedianSeconds: 0.6, PhaseMedianSeconds: map[string]float64{"boot": 0.4}},
+		{ID: "c", MedianSeconds: 0.5},
+	}}
+	r.compare([]comparison{
+		{name: "wall", caseID: "a", over: "b"},
+		{name: "boot", caseID: "a", over: "b", phase: "boot"},
+		{name: "no phase", caseID: "a", over: "c", phase: "boot"},
+		{name: "no case", caseID: "a", over: "x"},
+	})
+	if len(r.Comparisons) != 2 || r.Comparisons[0].Value != 0.5 || r.Comparisons[1].Value != 0.5 {
+		t.Errorf("comparisons %+v, want wall 0.5 and boot 0.5 only", r.Comparisons)
+	}
+}
+
+func TestFloorArgs(t *testing.T) {
+	got := strings.Join(floorArgs("/r", "bench1", []string{"a.service", "b.timer"}), " ")
+	want := "--register=no --keep-unit --boot --volatile=overlay --notify-ready=yes --console=read-only --kill-signal=SIGKILL " +
+		"-D /r --machine=bench1 systemd.mask=a.service systemd.mask=b.timer"
+	if got != want {
+		t.Errorf("floorArgs:\n got %s\nwant %s", got, want)
+	}
+	for _, tg := range comparisons {
+		ids := map[string]bool{}
+		for _, c := range cases() {
+			ids[c.id] = true
+		}
+		if !ids[tg.caseID] || !ids[tg.over] {
+			t.Errorf("comparison %q names a case that does not exist", tg.name)
+		}
+	}
+}
+
+func TestPairedRatio(t *testing.T) {
+	for _, tt := range []struct {
+		a, b []float64
+		want float64
+	}{
+		{[]float64{1, 2, 3}, []float64{1, 1, 1}, 2},
+		{[]float64{1, 4}, []float64{2, 2}, 1.25},
+		{[]float64{1, 2}, []float64{1}, 0}, // not paired
+		{nil, nil, 0},
+		{[]float64{1}, []float64{0}, 0},
+	} {
+		if got := pairedRatio(tt.a, tt.b); got != tt.want {
+			t.Errorf("pairedRatio(%v, %v) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+// A floor whose nspawn fails must report it, not hang.
+func TestBootFloorFails(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
+		t.Skip("needs systemd-nspawn")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var r runner
+	err := bootFloor(ctx, &r, t.TempDir(), t.TempDir(), nil) // an empty root filesystem
+	if err == nil || !strings.Contains(err.Error(), "exited before READY=1") {
+		t.Errorf("bootFloor of an empty directory: %v, want an error saying nspawn exited", err)
+	}
+	if ctx.Err() != nil {
+		t.Error("bootFloor took until the deadline")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,12 +16,17 @@ import (
 // Only run is timed; everything else prepares or checks.
 type benchCase struct {
 	id    string   // for -cases, targets and the JSON report
+	group string   // "pull" or "run", also for -cases
 	name  string   // for people
 	cmd   string   // what run does, in shell terms, for the report
 	needs []string // programs that must be on PATH
+	// short cases take well under a second: they run -short-reps times per
+	// round (interleaved with the other short ones), so that their medians
+	// rest on more samples.
+	short bool
 
 	// setup runs once before the first round and teardown once after the
-	// last; both may be nil.
+	// last; both may be nil. Setups that cases share must be idempotent.
 	setup    func(ctx context.Context, e *env) error
 	teardown func(ctx context.Context, e *env) error
 	// run does the measured work in dir, a new empty directory each round
@@ -34,21 +40,27 @@ type benchCase struct {
 
 // env is what cases share: the registry, the image and the tools.
 type env struct {
-	racker   string // absolute path of the racker binary
-	ref      string // ADDR/library/debian:bookworm-slim, a manifest list
-	layer    string // the image's one gzip layer blob, as the registry serves it
-	work     string // scratch space; cases may keep state in work/<id>
-	rackerUp string // the store the up-to-date case pulls into
+	racker   string    // absolute path of the racker binary
+	ref      string    // ADDR/library/debian:bookworm-slim, a manifest list
+	layer    string    // the image's one gzip layer blob, as the registry serves it
+	work     string    // scratch space; cases may keep state in work/<id>
+	rackerUp string    // the store the up-to-date case pulls into
+	run      *runStore // the run group's store, once setupRunStore made it
+	stdout   io.Writer // for setups to say what takes long
 }
+
+// groups are the values of benchCase.group, in the order of the table.
+var groups = []string{"pull", "run"}
 
 // cases is the table of everything the benchmark measures. Targets refer to
 // cases by id. Adding a comparison is adding an entry.
 func cases() []benchCase {
 	return []benchCase{
 		{
-			id:   "racker-pull",
-			name: "racker pull (cold)",
-			cmd:  "racker --root DIR pull REF",
+			id:    "racker-pull",
+			group: "pull",
+			name:  "racker pull (cold)",
+			cmd:   "racker --root DIR pull REF",
 			run: func(ctx context.Context, e *env, r *runner, dir string) error {
 				out, err := r.exec(ctx, e.racker, "--root", filepath.Join(dir, "store"), "pull", e.ref)
 				if err != nil {
@@ -64,9 +76,10 @@ func cases() []benchCase {
 			},
 		},
 		{
-			id:   "racker-pull-uptodate",
-			name: "racker pull (up to date)",
-			cmd:  "racker --root STORE pull REF, STORE already has REF",
+			id:    "racker-pull-uptodate",
+			group: "pull",
+			name:  "racker pull (up to date)",
+			cmd:   "racker --root STORE pull REF, STORE already has REF",
 			setup: func(ctx context.Context, e *env) error {
 				e.rackerUp = filepath.Join(e.work, "racker-pull-uptodate")
 				var r runner
@@ -91,6 +104,7 @@ func cases() []benchCase {
 		},
 		{
 			id:    "skopeo-umoci",
+			group: "pull",
 			name:  "skopeo copy + umoci unpack",
 			cmd:   "skopeo copy --src-tls-verify=false docker://REF oci:DIR/oci:bench && umoci unpack --image DIR/oci:bench DIR/bundle",
 			needs: []string{"skopeo", "umoci"},
@@ -108,6 +122,7 @@ func cases() []benchCase {
 		},
 		{
 			id:    "gzip-tar",
+			group: "pull",
 			name:  "gzip -dc | tar -x (floor)",
 			cmd:   "gzip -dc LAYER | tar -x -C DIR",
 			needs: []string{"sh", "gzip", "tar"},
@@ -117,6 +132,84 @@ func cases() []benchCase {
 			},
 			check: func(_ context.Context, _ *env, dir string) error {
 				return checkRootfs(dir)
+			},
+		},
+
+		// The run group, in pairs: racker, then the floor for the same work.
+		{
+			id:    "racker-run",
+			group: "run",
+			name:  "racker run (boot, masked)",
+			cmd:   "racker --verbose run --rm REF true (prepared image; --fast-boot masks nspawn.DefaultMaskedUnits)",
+			short: true,
+			setup: setupRunStore,
+			run: func(ctx context.Context, e *env, r *runner, _ string) error {
+				return rackerRun(ctx, e, r, true)
+			},
+			check: checkNoContainers,
+		},
+		{
+			id:    "nspawn-boot",
+			group: "run",
+			name:  "nspawn boot+true (floor, masked)",
+			cmd:   "systemd-nspawn --register=no --keep-unit --boot --volatile=overlay --notify-ready=yes --console=read-only --kill-signal=SIGKILL -D PREPARED --machine=NAME systemd.mask=UNIT...; READY=1, nsenter -t LEADER -a true, SIGRTMIN+4 to LEADER, wait",
+			needs: []string{"systemd-nspawn", "nsenter"},
+			short: true,
+			setup: setupRunStore,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return bootFloor(ctx, r, dir, e.run.prepared, maskedUnits())
+			},
+		},
+		{
+			id:    "racker-run-nomask",
+			group: "run",
+			name:  "racker run (boot, unmasked)",
+			cmd:   "racker --verbose run --rm --fast-boot=false REF true (prepared image)",
+			short: true,
+			setup: setupRunStore,
+			run: func(ctx context.Context, e *env, r *runner, _ string) error {
+				return rackerRun(ctx, e, r, true, "--fast-boot=false")
+			},
+			check: checkNoContainers,
+		},
+		{
+			id:    "nspawn-boot-nomask",
+			group: "run",
+			name:  "nspawn boot+true (floor, unmasked)",
+			cmd:   "as nspawn-boot, without systemd.mask=",
+			needs: []string{"systemd-nspawn", "nsenter"},
+			short: true,
+			setup: setupRunStore,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return bootFloor(ctx, r, dir, e.run.prepared, nil)
+			},
+		},
+		{
+			id:    "racker-run-noboot",
+			group: "run",
+			name:  "racker run --boot=never",
+			cmd:   "racker run --rm --boot=never REF true (the image's own root filesystem, as racker uses it)",
+			short: true,
+			setup: setupRunStore,
+			run: func(ctx context.Context, e *env, r *runner, _ string) error {
+				return rackerRun(ctx, e, r, false, "--boot=never")
+			},
+			check: checkNoContainers,
+		},
+		{
+			id:    "nspawn-noboot",
+			group: "run",
+			name:  "nspawn true (floor, no boot)",
+			cmd:   "systemd-nspawn --register=no --keep-unit --volatile=overlay -D ROOTFS --machine=NAME true (the image's own root filesystem)",
+			needs: []string{"systemd-nspawn"},
+			short: true,
+			setup: setupRunStore,
+			run: func(ctx context.Context, e *env, r *runner, _ string) error {
+				name := machineName()
+				defer os.Remove(filepath.Join("/run/systemd/nspawn/propagate", name))
+				_, err := r.exec(ctx, "systemd-nspawn", "--register=no", "--keep-unit", "--volatile=overlay",
+					"-D", e.run.base, "--machine="+name, "true")
+				return err
 			},
 		},
 	}
@@ -177,4 +270,21 @@ var targets = []target{
 	{name: "racker / skopeo+umoci (wall, median)", caseID: "racker-pull", over: "skopeo-umoci", maxRatio: 0.5},
 	{name: "racker / floor (wall, median)", caseID: "racker-pull", over: "gzip-tar", maxRatio: 1.3},
 	{name: "racker peak RSS", caseID: "racker-pull", maxRSS: 100 << 20},
+	{name: "racker run / nspawn boot floor, masked (wall, median)", caseID: "racker-run", over: "nspawn-boot", maxRatio: 1.15},
+	{name: "racker run / nspawn boot floor, unmasked (wall, median)", caseID: "racker-run-nomask", over: "nspawn-boot-nomask", maxRatio: 1.15},
+	{name: "racker run --boot=never / nspawn true (wall, median)", caseID: "racker-run-noboot", over: "nspawn-noboot", maxRatio: 1.3},
+}
+
+// comparison is a figure reported without a limit: a phase (or, with
+// phase "", the wall time) of one case over the same of another.
+type comparison struct {
+	name, caseID, over, phase string
+}
+
+// comparisons show what masking units (racker's --fast-boot) saves.
+var comparisons = []comparison{
+	{name: "floor READY, masked / unmasked", caseID: "nspawn-boot", over: "nspawn-boot-nomask", phase: "boot"},
+	{name: "floor cycle, masked / unmasked", caseID: "nspawn-boot", over: "nspawn-boot-nomask"},
+	{name: "racker boot (READY + D-Bus), masked / unmasked", caseID: "racker-run", over: "racker-run-nomask", phase: "boot"},
+	{name: "racker cycle, masked / unmasked", caseID: "racker-run", over: "racker-run-nomask"},
 }

@@ -2,20 +2,34 @@
 // side in one run against one loopback registry, and checks the figures
 // against the project's targets. `make bench` runs it:
 //
-//	go run ./tools/bench [-n 5] [-warmup 1] [-json FILE] [-racker bin/racker] [-cases ID,...]
-//	                     [-dir /var/tmp] [-keep-outputs]
+//	go run ./tools/bench [-n 5] [-warmup 1] [-short-reps 4] [-json FILE] [-racker bin/racker]
+//	                     [-cases pull,run|ID,...] [-dir /var/tmp] [-keep-outputs]
 //
 // The registry (internal/testregistry) serves debian:bookworm-slim as Docker
 // Hub does, a manifest list, whose image is one gzip layer of about 60 MB,
 // 170 MB unpacked, built by mmdebstrap and cached like the tests' (the first
 // run builds it: about 40 s). Every case runs once per round, in the order of
 // the table in cases.go, for -n rounds after -warmup rounds that are not
-// counted. Output trees go to a fresh directory each time and are removed,
-// and the disk synced, between runs, untimed (with -keep-outputs, removed at
-// the end instead). Caches are not dropped: the page cache is warm for every
-// case alike (the layer blob, the binaries). The file system of -dir matters
-// as much as the tools: the report names it, and warns about ext4 without a
-// journal, where creating files right after deleting others is slow.
+// counted; short cases (the run group) run -short-reps times per round,
+// interleaved among themselves. Output trees go to a fresh directory each
+// time and are removed, and the disk synced, between runs, untimed (with
+// -keep-outputs, removed at the end instead). Caches are not dropped: the
+// page cache is warm for every case alike (the layer blob, the binaries).
+// The file system of -dir matters as much as the tools: the report names it,
+// and warns about ext4 without a journal, where creating files right after
+// deleting others is slow.
+//
+// Two groups of cases, chosen with -cases (group names and case IDs mix):
+//
+//   - pull: racker pull, cold and up to date, against skopeo copy + umoci
+//     unpack and the gzip | tar floor;
+//   - run: racker run --rm REF true, booted on the prepared image, against
+//     bare systemd-nspawn booting the same tree until READY=1, nsenter true
+//     and poweroff (the floor), with units masked (racker's default
+//     --fast-boot, systemd.mask= on init's command line) and without; and
+//     racker run --boot=never against systemd-nspawn ... true. A setup step
+//     pulls and prepares the image once (apt-get from Debian's mirror: about
+//     10-20 s).
 //
 // It exits 0 when every case ran and its output checked out, whether or not
 // targets were met (MISS lines say so), 1 when something failed, 2 on bad
@@ -47,18 +61,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	all := cases()
-	var ids []string
-	for _, c := range all {
-		ids = append(ids, c.id)
-	}
 	o := options{stdout: stdout, stderr: stderr}
 	fs.IntVar(&o.rounds, "n", 5, "measured `rounds`; every case runs once per round")
+	fs.IntVar(&o.shortReps, "short-reps", 4, "`runs` per round of the short cases (the run group), interleaved among themselves")
 	fs.IntVar(&o.warmup, "warmup", 1, "unmeasured `rounds` first, to warm caches and check that every case works")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to `FILE`")
 	fs.StringVar(&o.racker, "racker", "bin/racker", "the racker `binary` to measure")
 	fs.StringVar(&o.parent, "dir", "/var/tmp", "make the scratch directory (registry, output trees) in `DIR`; it is removed at the end")
 	fs.BoolVar(&o.keepOutputs, "keep-outputs", false, "remove output trees only at the end, not after each run (needs about 250 MB per run): no case then creates files\nright after the previous one deleted as many, which ext4 without a journal makes slow")
-	caseList := fs.String("cases", strings.Join(ids, ","), "comma-separated case `IDs` to run")
+	caseList := fs.String("cases", strings.Join(groups, ","), "comma-separated groups ("+strings.Join(groups, ", ")+") and case `IDs` to run")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -69,22 +80,19 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	if o.rounds < 1 || o.warmup < 0 {
-		fmt.Fprintf(stderr, "bench: -n must be at least 1 and -warmup at least 0\n")
+	if o.rounds < 1 || o.warmup < 0 || o.shortReps < 1 {
+		fmt.Fprintf(stderr, "bench: -n and -short-reps must be at least 1 and -warmup at least 0\n")
 		return 2
 	}
-	for _, id := range strings.Split(*caseList, ",") {
-		i := slices.IndexFunc(all, func(c benchCase) bool { return c.id == strings.TrimSpace(id) })
-		if i < 0 {
-			fmt.Fprintf(stderr, "bench: unexpected case %q in -cases (valid: %s)\n", id, strings.Join(ids, ", "))
-			return 2
-		}
-		o.cases = append(o.cases, all[i])
+	var err error
+	if o.cases, err = selectCases(all, *caseList); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := bench(ctx, o); err != nil {
+	if err = bench(ctx, o); err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("interrupted: %w", err)
 		}
@@ -94,9 +102,42 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// selectCases returns the cases of all that list names, by group or id,
+// in the order of all.
+func selectCases(all []benchCase, list string) ([]benchCase, error) {
+	want := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		known := slices.Contains(groups, name) || slices.ContainsFunc(all, func(c benchCase) bool { return c.id == name })
+		if !known {
+			var ids []string
+			for _, c := range all {
+				ids = append(ids, c.id)
+			}
+			return nil, fmt.Errorf("unexpected %q in -cases (valid: the groups %s, or the cases %s)",
+				name, strings.Join(groups, ", "), strings.Join(ids, ", "))
+		}
+		want[name] = true
+	}
+	var out []benchCase
+	for _, c := range all {
+		if want[c.group] || want[c.id] {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-cases selects no case")
+	}
+	return out, nil
+}
+
 type options struct {
 	cases          []benchCase
 	rounds, warmup int
+	shortReps      int
 	jsonPath       string
 	racker         string
 	parent         string
@@ -140,11 +181,12 @@ func bench(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	e := &env{racker: o.racker, ref: img.Ref, layer: img.Layer.Path, work: work}
+	e := &env{racker: o.racker, ref: img.Ref, layer: img.Layer.Path, work: work, stdout: o.stdout}
 	rep := newReport(o, work, img)
 	fmt.Fprintf(o.stdout, "Image %s: a manifest list; layer %.1f MB gzip, %.1f MB tar.\n",
 		img.Ref, mb(img.Layer.Info.Size), mb(img.Layer.Info.UncompressedSize))
-	fmt.Fprintf(o.stdout, "%d rounds after %d warm-up, cases interleaved; page cache warm for all.\n", o.rounds, o.warmup)
+	fmt.Fprintf(o.stdout, "%d rounds after %d warm-up, cases interleaved (short cases %d times a round); page cache warm for all.\n",
+		o.rounds, o.warmup, o.shortReps)
 	fmt.Fprintf(o.stdout, "Outputs in %s (%s); load average %s on %d CPUs.\n", work, rep.Host.Filesystem, rep.Host.Load, rep.Host.CPUs)
 	if note := rep.Host.Filesystem.Note; note != "" {
 		fmt.Fprintf(o.stdout, "Note: %s.\n", note)
@@ -164,25 +206,39 @@ func bench(ctx context.Context, o options) error {
 	}
 
 	samples := make([][]sample, len(o.cases))
+	maxReps := 1
+	for _, c := range o.cases {
+		if c.short {
+			maxReps = o.shortReps
+		}
+	}
 	for round := 1 - o.warmup; round <= o.rounds; round++ {
 		label := fmt.Sprintf("round %d/%d", round, o.rounds)
 		if round <= 0 {
 			label = "warm-up"
 		}
 		fmt.Fprintf(o.stdout, "%-12s", label)
-		for i, c := range o.cases {
-			dir := filepath.Join(work, "out")
-			if o.keepOutputs {
-				dir = filepath.Join(work, fmt.Sprintf("out-%s-%d", c.id, round+o.warmup))
+		for rep := 0; rep < maxReps; rep++ {
+			if rep > 0 {
+				fmt.Fprintf(o.stdout, "\n%-12s", "")
 			}
-			s, err := runOnce(ctx, e, c, dir, !o.keepOutputs)
-			if err != nil {
-				fmt.Fprintln(o.stdout)
-				return fmt.Errorf("%s: %w", c.id, err)
-			}
-			fmt.Fprintf(o.stdout, "  %s %s", c.id, seconds(s.Wall))
-			if round > 0 {
-				samples[i] = append(samples[i], s)
+			for i, c := range o.cases {
+				if rep > 0 && !c.short {
+					continue
+				}
+				dir := filepath.Join(work, "out")
+				if o.keepOutputs {
+					dir = filepath.Join(work, fmt.Sprintf("out-%s-%d-%d", c.id, round+o.warmup, rep))
+				}
+				s, err := runOnce(ctx, e, c, dir, !o.keepOutputs)
+				if err != nil {
+					fmt.Fprintln(o.stdout)
+					return fmt.Errorf("%s: %w", c.id, err)
+				}
+				fmt.Fprintf(o.stdout, "  %s %s", c.id, seconds(s.Wall))
+				if round > 0 {
+					samples[i] = append(samples[i], s)
+				}
 			}
 		}
 		fmt.Fprintln(o.stdout)
@@ -192,7 +248,11 @@ func bench(ctx context.Context, o options) error {
 	for i, c := range o.cases {
 		rep.addCase(c, samples[i])
 	}
+	if slices.ContainsFunc(o.cases, func(c benchCase) bool { return c.group == "run" }) {
+		rep.MaskedUnits = maskedUnits()
+	}
 	rep.checkTargets(targets)
+	rep.compare(comparisons)
 	rep.print(o.stdout)
 	if o.jsonPath != "" {
 		if err := rep.write(o.jsonPath); err != nil {
@@ -229,7 +289,7 @@ func runOnce(ctx context.Context, e *env, c benchCase, dir string, clean bool) (
 			return sample{}, fmt.Errorf("check: %w", err)
 		}
 	}
-	return sample{Wall: wall, CPU: r.cpu, MaxRSS: r.maxRSS}, nil
+	return sample{Wall: wall, CPU: r.cpu, MaxRSS: r.maxRSS, Phases: r.phases}, nil
 }
 
 func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }

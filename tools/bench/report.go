@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -22,12 +23,19 @@ type report struct {
 	Rounds int       `json:"rounds"`
 	// KeepOutputs is -keep-outputs: trees were removed at the end, not
 	// after each run.
-	KeepOutputs bool      `json:"keepOutputs"`
-	Warmup      int       `json:"warmup"`
-	Method      string    `json:"method"`
-	Image       imageInfo `json:"image"`
-	Cases       []caseRes `json:"cases"`
-	Targets     []tgtRes  `json:"targets"`
+	KeepOutputs bool `json:"keepOutputs"`
+	Warmup      int  `json:"warmup"`
+	// ShortReps is how often short cases ran per round.
+	ShortReps int       `json:"shortReps"`
+	Method    string    `json:"method"`
+	Image     imageInfo `json:"image"`
+	Cases     []caseRes `json:"cases"`
+	Targets   []tgtRes  `json:"targets"`
+	// Comparisons are ratios reported without a limit (what masking
+	// units saves).
+	Comparisons []cmpRes `json:"comparisons,omitempty"`
+	// MaskedUnits are the units masked in the masked run cases.
+	MaskedUnits []string `json:"maskedUnits,omitempty"`
 }
 
 type host struct {
@@ -53,6 +61,7 @@ type imageInfo struct {
 
 type caseRes struct {
 	ID               string    `json:"id"`
+	Group            string    `json:"group"`
 	Name             string    `json:"name"`
 	Command          string    `json:"command"`
 	WallSeconds      []float64 `json:"wallSeconds"`
@@ -63,8 +72,21 @@ type caseRes struct {
 	MaxSeconds       float64   `json:"maxSeconds"`
 	CPUMedianSeconds float64   `json:"cpuMedianSeconds"`
 	PeakRSSBytes     int64     `json:"peakRSSBytes"`
+	// PhaseSeconds splits the wall time of cases that can tell (see
+	// phaseNames), one value per sample; PhaseMedianSeconds are their
+	// medians.
+	PhaseSeconds       map[string][]float64 `json:"phaseSeconds,omitempty"`
+	PhaseMedianSeconds map[string]float64   `json:"phaseMedianSeconds,omitempty"`
 
 	sum summary
+}
+
+type cmpRes struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"` // ratio
+	// Seconds and OverSeconds are the medians compared.
+	Seconds     float64 `json:"seconds"`
+	OverSeconds float64 `json:"overSeconds"`
 }
 
 type tgtRes struct {
@@ -73,9 +95,13 @@ type tgtRes struct {
 	Limit float64 `json:"limit"`
 	Unit  string  `json:"unit"` // "ratio" (value ≤ limit) or "bytes" (value < limit)
 	Pass  bool    `json:"pass"`
+	// Paired is, for ratios, the median of the ratios of the runs that
+	// ran next to each other (sample i of both cases): less swayed by load
+	// that comes and goes than the ratio of the medians, which decides.
+	Paired float64 `json:"paired,omitempty"`
 }
 
-const method = "cases run interleaved, once per round, after unmeasured warm-up rounds; " +
+const method = "cases run interleaved, once per round (short cases shortReps times, among themselves), after unmeasured warm-up rounds; " +
 	"output directories are new and empty for every run and removed (then sync) untimed, after each run or, with keepOutputs, at the end; " +
 	"caches are not dropped, so the page cache is warm for every case alike; " +
 	"CPU is user+system of the case's processes and their children; peak RSS is the largest single process"
@@ -85,6 +111,7 @@ func newReport(o options, work string, img *testregistry.DebianImage) *report {
 		Date:        time.Now().UTC().Truncate(time.Second),
 		Rounds:      o.rounds,
 		Warmup:      o.warmup,
+		ShortReps:   o.shortReps,
 		KeepOutputs: o.keepOutputs,
 		Method:      method,
 		Host: host{CPUs: runtime.NumCPU(), Arch: runtime.GOARCH, Go: runtime.Version(),
@@ -113,7 +140,7 @@ func newReport(o options, work string, img *testregistry.DebianImage) *report {
 func (r *report) addCase(c benchCase, samples []sample) {
 	s := summarize(samples)
 	res := caseRes{
-		ID: c.id, Name: c.name, Command: c.cmd,
+		ID: c.id, Group: c.group, Name: c.name, Command: c.cmd,
 		MedianSeconds: s.Median.Seconds(), MinSeconds: s.Min.Seconds(), MaxSeconds: s.Max.Seconds(),
 		CPUMedianSeconds: s.CPUMedian.Seconds(), PeakRSSBytes: s.PeakRSS,
 		sum: s,
@@ -123,7 +150,39 @@ func (r *report) addCase(c benchCase, samples []sample) {
 		res.CPUSeconds = append(res.CPUSeconds, x.CPU.Seconds())
 		res.MaxRSSBytes = append(res.MaxRSSBytes, x.MaxRSS)
 	}
+	for name, d := range s.Phases {
+		if res.PhaseMedianSeconds == nil {
+			res.PhaseMedianSeconds, res.PhaseSeconds = map[string]float64{}, map[string][]float64{}
+		}
+		res.PhaseMedianSeconds[name] = d.Seconds()
+		for _, x := range samples {
+			res.PhaseSeconds[name] = append(res.PhaseSeconds[name], x.Phases[name].Seconds())
+		}
+	}
 	r.Cases = append(r.Cases, res)
+}
+
+// compare evaluates the comparisons whose cases (and phases) are there.
+func (r *report) compare(cs []comparison) {
+	for _, cmp := range cs {
+		a, b := r.find(cmp.caseID), r.find(cmp.over)
+		if a == nil || b == nil {
+			continue
+		}
+		va, vb := a.MedianSeconds, b.MedianSeconds
+		if cmp.phase != "" {
+			var ok1, ok2 bool
+			va, ok1 = a.PhaseMedianSeconds[cmp.phase]
+			vb, ok2 = b.PhaseMedianSeconds[cmp.phase]
+			if !ok1 || !ok2 {
+				continue
+			}
+		}
+		if vb == 0 {
+			continue
+		}
+		r.Comparisons = append(r.Comparisons, cmpRes{Name: cmp.name, Value: va / vb, Seconds: va, OverSeconds: vb})
+	}
 }
 
 func (r *report) find(id string) *caseRes {
@@ -152,8 +211,30 @@ func (r *report) checkTargets(ts []target) {
 			continue
 		}
 		v := c.MedianSeconds / over.MedianSeconds
-		r.Targets = append(r.Targets, tgtRes{Name: t.name, Value: v, Limit: t.maxRatio, Unit: "ratio", Pass: v <= t.maxRatio})
+		r.Targets = append(r.Targets, tgtRes{Name: t.name, Value: v, Limit: t.maxRatio, Unit: "ratio", Pass: v <= t.maxRatio,
+			Paired: pairedRatio(c.WallSeconds, over.WallSeconds)})
 	}
+}
+
+// pairedRatio returns the median of a[i]/b[i], or 0 unless a and b have as
+// many samples.
+func pairedRatio(a, b []float64) float64 {
+	if len(a) != len(b) || len(a) == 0 {
+		return 0
+	}
+	rs := make([]float64, len(a))
+	for i := range a {
+		if b[i] <= 0 {
+			return 0
+		}
+		rs[i] = a[i] / b[i]
+	}
+	slices.Sort(rs)
+	n := len(rs)
+	if n%2 == 1 {
+		return rs[n/2]
+	}
+	return (rs[n/2-1] + rs[n/2]) / 2
 }
 
 func (r *report) print(w io.Writer) {
@@ -164,21 +245,30 @@ func (r *report) print(w io.Writer) {
 			seconds(c.sum.CPUMedian), mib(c.PeakRSSBytes))
 	}
 	tw.Flush()
+	r.printPhases(w)
+	if len(r.Comparisons) > 0 {
+		fmt.Fprintf(w, "\nMasking %d units (racker's --fast-boot; no limit, for information):\n", len(r.MaskedUnits))
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, c := range r.Comparisons {
+			fmt.Fprintf(tw, "  %s\t%.2fs / %.2fs\t= %.2f\t\n", c.Name, c.Seconds, c.OverSeconds, c.Value)
+		}
+		tw.Flush()
+	}
 	if len(r.Targets) == 0 {
 		return
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\tvalue\tlimit\t")
+	fmt.Fprintln(tw, "target\tvalue\tlimit\t\tpaired\t")
 	for _, t := range r.Targets {
 		verdict := "MISS"
 		if t.Pass {
 			verdict = "PASS"
 		}
 		if t.Unit == "bytes" {
-			fmt.Fprintf(tw, "%s\t%s\t< %s\t%s\n", t.Name, mib(int64(t.Value)), mib(int64(t.Limit)), verdict)
+			fmt.Fprintf(tw, "%s\t%s\t< %s\t%s\t\t\n", t.Name, mib(int64(t.Value)), mib(int64(t.Limit)), verdict)
 		} else {
-			fmt.Fprintf(tw, "%s\t%.2f\t≤ %.2f\t%s\n", t.Name, t.Value, t.Limit, verdict)
+			fmt.Fprintf(tw, "%s\t%.2f\t≤ %.2f\t%s\t%.2f\t\n", t.Name, t.Value, t.Limit, verdict, t.Paired)
 		}
 	}
 	tw.Flush()
@@ -188,9 +278,44 @@ func (r *report) print(w io.Writer) {
 			miss = append(miss, t.Name)
 		}
 	}
+	fmt.Fprintln(w, "value: ratio of the medians, which decides; paired: median of the ratios of runs made side by side.")
 	if len(miss) > 0 {
 		fmt.Fprintf(w, "\n%d of %d targets missed: %s\n", len(miss), len(r.Targets), strings.Join(miss, "; "))
 	}
+}
+
+// printPhases prints the phase medians of the cases that have them.
+func (r *report) printPhases(w io.Writer) {
+	var cs []*caseRes
+	for i := range r.Cases {
+		if len(r.Cases[i].sum.Phases) > 0 {
+			cs = append(cs, &r.Cases[i])
+		}
+	}
+	if len(cs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nWhere the time goes (medians of each phase; they need not add up to the wall median):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprint(tw, "case\t")
+	for _, p := range phaseNames {
+		fmt.Fprintf(tw, "%s\t", p)
+	}
+	fmt.Fprintln(tw, "wall\t")
+	for _, c := range cs {
+		fmt.Fprintf(tw, "%s\t", c.Name)
+		for _, p := range phaseNames {
+			if d, ok := c.sum.Phases[p]; ok {
+				fmt.Fprintf(tw, "%.3fs\t", d.Seconds())
+			} else {
+				fmt.Fprint(tw, "-\t")
+			}
+		}
+		fmt.Fprintf(tw, "%.3fs\t\n", c.sum.Median.Seconds())
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "boot: until READY=1 (racker: and its D-Bus connection); exec: nsenter true; stop: poweroff until nspawn exited;\n"+
+		"other: racker's process start, store lookup, true run over D-Bus, exit (wall - boot - stop).")
 }
 
 func (r *report) write(path string) error {
