@@ -1,0 +1,288 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/racker-postroj/racker/internal/container"
+	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/image"
+	"github.com/racker-postroj/racker/internal/nspawn"
+	"github.com/racker-postroj/racker/internal/probe"
+)
+
+// postroj's exit codes.
+const (
+	exitProbeFailed = 1
+	exitUsage       = 2
+	exitInfra       = 3
+)
+
+func pkgprobeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "pkgprobe",
+		Usage: "install packages on a booted image and check their units and network services",
+		UsageText: "postroj pkgprobe --image=NAME [--package=URL|PATH]... [--check-unit=UNIT]...\n" +
+			"       [--check-network=URL]... [--network-timeout=5s] [--report=FILE.json] [--junit=FILE.xml]",
+		Description: "The image (a catalogue name such as debian-bookworm, or an image reference such as\n" +
+			"debian:bookworm-slim) boots on a throw-away overlay. Package files are downloaded on this host\n" +
+			"first (into --cache-dir; resumed, revalidated, and checked against #sha256=HEX when the URL\n" +
+			"carries it), bind-mounted read-only into the container and installed with its package manager,\n" +
+			"which resolves their dependencies. Each unit is enabled and started, then must become and stay\n" +
+			"active within --unit-timeout; each address (http://, https://, tcp://HOST:PORT) is checked from\n" +
+			"this host, which shares its network with the container, until it answers or --network-timeout\n" +
+			"passes: any HTTP answer counts unless --expect-status says otherwise (redirects are not\n" +
+			"followed; https certificates are not verified).\n" +
+			"Exit status: 0 passed, 1 a probe failed (including a package that does not install), 2 bad\n" +
+			"usage (also a file that is not a package, or a package type the image cannot install),\n" +
+			"3 infrastructure failure (download, image, boot). The container is gone afterwards.",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "image", Usage: "catalogue `NAME` (postroj list-images) or image reference"},
+			&cli.GenericFlag{Name: "package", Value: &stringList{}, Usage: "package file to install: `URL|PATH` (repeatable; URL#sha256=HEX pins it)"},
+			&cli.GenericFlag{Name: "check-unit", Value: &stringList{}, Usage: "systemd `UNIT` that must become active (repeatable)"},
+			&cli.GenericFlag{Name: "check-network", Value: &stringList{}, Usage: "`URL` that must answer: http://, https:// or tcp://HOST:PORT (repeatable)"},
+			&cli.StringFlag{Name: "expect-status", Usage: "HTTP `STATUS` that passes: 200, 2xx, or a list such as 200,301 (default: any answer)"},
+		}, probeFlags()...),
+		Action: pkgprobe,
+	}
+}
+
+// probeFlags are the flags pkgprobe and selftest share.
+func probeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "unit-timeout", Value: probe.DefaultUnitTimeout, Usage: "how long a unit may take to become active"},
+		&cli.DurationFlag{Name: "network-timeout", Value: probe.DefaultNetworkTimeout, Usage: "how long an address may take to answer"},
+		&cli.DurationFlag{Name: "boot-timeout", Value: nspawn.DefaultBootTimeout, Usage: "give up when booting takes longer"},
+		&cli.StringFlag{Name: "source", Value: container.SourceAuto, Usage: "where catalogue images come from: `SOURCE` auto, registry or mirror"},
+		&cli.StringFlag{Name: "cache-dir", Value: probe.DefaultCacheDir, EnvVars: []string{"POSTROJ_CACHE"}, Usage: "`DIR` for downloaded packages"},
+		&cli.StringFlag{Name: "report", Usage: "write a JSON report with every step's timing and outcome to `FILE`"},
+		&cli.StringFlag{Name: "junit", Usage: "write a JUnit XML report to `FILE`"},
+	}
+}
+
+// stringList is a repeatable flag that, unlike urfave's slice flags, does
+// not split values at commas (URLs may contain them).
+type stringList []string
+
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+func (s *stringList) String() string     { return strings.Join(*s, " ") }
+
+func listFlag(c *cli.Context, name string) []string {
+	if l, ok := c.Generic(name).(*stringList); ok && l != nil {
+		return *l
+	}
+	return nil
+}
+
+func pkgprobe(c *cli.Context) error {
+	if c.NArg() != 0 {
+		return usagef("pkgprobe takes no arguments, got %q (packages go with --package)", c.Args().First())
+	}
+	name := c.String("image")
+	if name == "" {
+		return usagef("pkgprobe needs --image=NAME (postroj list-images shows the catalogue)")
+	}
+	spec := probe.Spec{
+		Packages:       listFlag(c, "package"),
+		Units:          listFlag(c, "check-unit"),
+		UnitTimeout:    c.Duration("unit-timeout"),
+		NetworkTimeout: c.Duration("network-timeout"),
+	}
+	for _, u := range spec.Units {
+		if u == "" || strings.HasPrefix(u, "-") || strings.ContainsAny(u, " \t\n/") {
+			return usagef("unexpected --check-unit %q (want a unit name such as webfs or webfs.service)", u)
+		}
+	}
+	for _, n := range listFlag(c, "check-network") {
+		a, err := probe.ParseAddress(n)
+		if err != nil {
+			return usageError{err}
+		}
+		spec.Network = append(spec.Network, a)
+	}
+	var err error
+	if spec.Expect, err = probe.ParseStatusMatcher(c.String("expect-status")); err != nil {
+		return usageError{err}
+	}
+	env, err := newProbeEnv(c)
+	if err != nil {
+		return err
+	}
+	if spec.Target, err = env.target(name); err != nil {
+		return err
+	}
+	rep, err := env.prober.Run(c.Context, spec)
+	if werr := env.writeReports(rep.WriteText, []*probe.Report{rep}, rep); werr != nil && err == nil {
+		return exitError{code: exitInfra, err: werr}
+	}
+	return probeExit(c, rep.Result, err)
+}
+
+// probeExit maps the outcome of a probe (or selftest) to postroj's exit
+// codes. An interruption is returned as it is, for ExitInterrupted.
+func probeExit(c *cli.Context, res probe.Result, err error) error {
+	var ie *probe.InputError
+	switch {
+	case c.Context.Err() != nil:
+		return c.Context.Err()
+	case errors.As(err, &ie):
+		return exitError{code: exitUsage, err: err}
+	case err != nil:
+		return exitError{code: exitInfra, err: err}
+	case res == probe.Failed:
+		return exitError{code: exitProbeFailed}
+	case res == probe.Errored:
+		return exitError{code: exitInfra}
+	}
+	return nil
+}
+
+// probeEnv is what pkgprobe and selftest need from their flags.
+type probeEnv struct {
+	c      *cli.Context
+	cat    *curated.Catalogue
+	rt     *container.Runtime
+	prober *probe.Prober
+	acq    container.AcquireOptions
+	stderr io.Writer
+}
+
+func newProbeEnv(c *cli.Context) (*probeEnv, error) {
+	source := c.String("source")
+	if !slices.Contains([]string{container.SourceAuto, container.SourceRegistry, container.SourceMirror}, source) {
+		return nil, usagef("unexpected --source %q (valid: auto, registry, mirror)", source)
+	}
+	for _, f := range []string{"unit-timeout", "network-timeout", "boot-timeout"} {
+		if c.Duration(f) <= 0 {
+			return nil, usagef("--%s must be positive, not %s", f, c.Duration(f))
+		}
+	}
+	if c.String("cache-dir") == "" {
+		return nil, usagef("--cache-dir must not be empty")
+	}
+	cat, err := curated.Load()
+	if err != nil {
+		return nil, err
+	}
+	mirrors, err := mirrors()
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(c)
+	if err != nil {
+		return nil, err
+	}
+	stderr := &lockedWriter{w: c.App.ErrWriter}
+	e := &probeEnv{c: c, cat: cat, stderr: stderr,
+		rt: &container.Runtime{Store: st, Logger: logger(c)},
+		acq: container.AcquireOptions{
+			Source:   source,
+			PullOpts: image.PullOptions{Mirrors: mirrors},
+		},
+		prober: &probe.Prober{
+			Cache:       &probe.Cache{Dir: c.String("cache-dir"), Logger: logger(c)},
+			StateDir:    st.Root,
+			Logger:      logger(c),
+			BootTimeout: c.Duration("boot-timeout"),
+		},
+	}
+	if c.Bool("verbose") {
+		e.prober.Output = stderr
+		e.acq.PrepareOutput, e.acq.BuildOutput = stderr, stderr
+	}
+	return e, nil
+}
+
+// target resolves --image: a catalogue name or alias, or, when it has a
+// '/', ':' or '@', an image reference racker pulls.
+func (e *probeEnv) target(name string) (probe.Target, error) {
+	entry, err := e.cat.Lookup(name)
+	switch {
+	case err == nil:
+		return e.entryTarget(entry), nil
+	case !errors.Is(err, curated.ErrUnknown) || !strings.ContainsAny(name, "/:@"):
+		return probe.Target{}, usageError{err}
+	}
+	ref, err := image.ParseReference(name)
+	if err != nil {
+		return probe.Target{}, usageError{fmt.Errorf("--image %q is neither a catalogue name nor an image reference: %w", name, err)}
+	}
+	return probe.Target{Name: name, Acquire: func(ctx context.Context) (probe.Image, error) {
+		img, err := e.rt.Image(ctx, ref.String(), container.PullMissing, e.acq.PullOpts)
+		if err != nil {
+			return probe.Image{}, err
+		}
+		rootfs, err := e.rt.Bootable(ctx, img, e.acq.PrepareOutput)
+		if err != nil {
+			return probe.Image{}, err
+		}
+		return probe.Image{Reference: img.Reference, RootFS: rootfs}, nil
+	}}, nil
+}
+
+func (e *probeEnv) entryTarget(entry curated.Entry) probe.Target {
+	return probe.Target{Name: entry.Name, PackageType: packageType(entry.PackageType), Acquire: e.acquirer(entry)}
+}
+
+// acquirer returns the function that acquires a catalogue entry, telling
+// the user on stderr when that means pulling or building.
+func (e *probeEnv) acquirer(entry curated.Entry) func(ctx context.Context) (probe.Image, error) {
+	return func(ctx context.Context) (probe.Image, error) {
+		opts := e.acq
+		opts.Notify = func(msg string) { fmt.Fprintf(e.stderr, "%s: %s\n", entry.Name, msg) }
+		img, rootfs, err := container.Acquire(ctx, e.rt, entry, opts)
+		if err != nil {
+			return probe.Image{}, err
+		}
+		return probe.Image{Reference: img.Reference, RootFS: rootfs}, nil
+	}
+}
+
+// packageType maps the catalogue's package types to probe's.
+func packageType(t string) probe.Type {
+	switch t {
+	case "deb":
+		return probe.Deb
+	case "rpm":
+		return probe.RPM
+	case "pkg":
+		return probe.Pacman
+	}
+	return ""
+}
+
+// writeReports writes the human report to stdout and the files --report
+// and --junit name.
+func (e *probeEnv) writeReports(text func(io.Writer) error, junit []*probe.Report, jsonDoc any) error {
+	text(e.c.App.Writer)
+	var errs []error
+	if p := e.c.String("report"); p != "" {
+		errs = append(errs, writeFile(p, func(w io.Writer) error { return probe.WriteJSON(w, jsonDoc) }))
+	}
+	if p := e.c.String("junit"); p != "" {
+		errs = append(errs, writeFile(p, func(w io.Writer) error { return probe.WriteJUnit(w, "postroj", junit) }))
+	}
+	return errors.Join(errs...)
+}
+
+func writeFile(p string, write func(io.Writer) error) error {
+	f, err := os.Create(p)
+	if err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", p, err)
+	}
+	return nil
+}

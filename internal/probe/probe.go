@@ -1,0 +1,505 @@
+package probe
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/racker-postroj/racker/internal/nspawn"
+)
+
+// Defaults for Spec and Prober fields left zero.
+const (
+	DefaultUnitTimeout    = 30 * time.Second
+	DefaultNetworkTimeout = 5 * time.Second
+	DefaultSettle         = time.Second
+	// InstallTimeout bounds installing the packages (repository metadata
+	// and dependencies are downloaded inside the container).
+	InstallTimeout = 20 * time.Minute
+	// PackageDir is where package files appear in the container: each one
+	// is bind-mounted read-only from the host, never copied into the image.
+	PackageDir = "/run/postroj/packages"
+	// outputTail is how many lines of install and command output a report
+	// keeps.
+	outputTail   = 40
+	journalLines = 20
+)
+
+// Image is a root filesystem ready to boot.
+type Image struct {
+	Reference string // the image reference it came from, for reports
+	RootFS    string
+}
+
+// Target is the image a probe boots.
+type Target struct {
+	// Name is the catalogue name or image reference the user gave; it names
+	// the report and, cleaned up, the container.
+	Name string
+	// PackageType, when the catalogue says it, lets Run refuse packages of
+	// another type before the image is acquired.
+	PackageType Type
+	// Acquire returns the image, pulling or building and preparing it as
+	// needed (required).
+	Acquire func(ctx context.Context) (Image, error)
+}
+
+// Spec is one probe: what to install on which image and what to check.
+type Spec struct {
+	// Probe names the probe in reports ("pkgprobe" if empty).
+	Probe  string
+	Target Target
+	// Packages are package files: http(s) URLs (optionally pinned with
+	// #sha256=HEX), file:// URLs or host paths. They are fetched before
+	// anything else, so a bad one fails the probe before any container
+	// starts.
+	Packages []string
+	// Install names packages of the image's repositories, installed before
+	// Packages.
+	Install []string
+	// Commands must each exit with status 0; they run after installing.
+	Commands [][]string
+	// Units are enabled and started, then must become and stay active.
+	Units []string
+	// Network addresses are checked from the host once the units are up.
+	Network []Address
+	// Expect says which HTTP statuses pass (any, if zero).
+	Expect         StatusMatcher
+	UnitTimeout    time.Duration // DefaultUnitTimeout if zero
+	NetworkTimeout time.Duration // DefaultNetworkTimeout if zero
+}
+
+// machine is a booted container as Run uses it; *nspawn.Machine is one.
+type machine interface {
+	Executor
+	Kill() error
+}
+
+// Prober runs probes. Its fields are read-only while probes run, and
+// several probes may run at once (on different ports).
+type Prober struct {
+	// Cache fetches package files (required when a Spec has Packages).
+	Cache *Cache
+	// StateDir holds the state of running containers: the racker store's
+	// root, so `racker ps` lists probe containers (required).
+	StateDir string
+	// Logger receives what happens; nil discards it.
+	Logger *slog.Logger
+	// Output, when set, receives the output of installing and of commands
+	// as it happens (--verbose); reports keep its tail either way.
+	Output io.Writer
+	// BootTimeout bounds the boot (nspawn.DefaultBootTimeout if zero).
+	BootTimeout time.Duration
+	// Settle is how long a unit must stay active (DefaultSettle if zero).
+	Settle time.Duration
+
+	// boot starts a container; nil means nspawn.Start. Tests replace it.
+	boot func(ctx context.Context, opts nspawn.Options) (machine, error)
+}
+
+func (p *Prober) logger() *slog.Logger {
+	if p.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Logger
+}
+
+func (p *Prober) start(ctx context.Context, opts nspawn.Options) (machine, error) {
+	if p.boot != nil {
+		return p.boot(ctx, opts)
+	}
+	return nspawn.Start(ctx, opts)
+}
+
+// Run runs the probe and returns its report, which is complete on every
+// path: steps that did not run are recorded as skipped. A package that does
+// not install, a command that fails, a unit that does not become active or
+// an address that does not answer make the report Failed, with a nil
+// error. Problems with the input (*InputError: a missing or non-package
+// file, a package type the image cannot install) and with the
+// infrastructure (*DownloadError, acquiring or booting the image) make it
+// Errored and are returned. The container is gone when Run returns, also
+// when ctx ends early.
+func (p *Prober) Run(ctx context.Context, spec Spec) (*Report, error) {
+	r := &Report{Probe: spec.Probe, Image: spec.Target.Name, Started: time.Now()}
+	if r.Probe == "" {
+		r.Probe = "pkgprobe"
+	}
+	err := p.run(ctx, spec, r)
+	r.finish()
+	if err != nil && r.Error == "" {
+		r.Error = oneLine(err.Error())
+	}
+	return r, err
+}
+
+func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
+	log := p.logger().With("image", spec.Target.Name)
+	// Whatever stops the probe early, the remaining checks are recorded as
+	// skipped, so reports always list everything that was asked for.
+	todo := plannedSteps(spec)
+	defer func() {
+		done := map[string]bool{}
+		for _, s := range r.Steps {
+			done[s.Kind+"\x00"+s.Name] = true
+		}
+		why := "not run: an earlier step did not pass"
+		if ctx.Err() != nil {
+			why = "not run: interrupted"
+		}
+		for _, t := range todo {
+			if !done[t[0]+"\x00"+t[1]] {
+				r.skip(t[0], t[1], why)
+			}
+		}
+		// The teardown, which ran first, is listed last.
+		for i, s := range r.Steps {
+			if s.Kind == KindTeardown {
+				r.Steps = append(append(r.Steps[:i:i], r.Steps[i+1:]...), s)
+				break
+			}
+		}
+	}()
+
+	// 1. Packages, on the host, before any container starts.
+	var pkgs []Package
+	for _, src := range spec.Packages {
+		s := r.begin(KindDownload, src)
+		if p.Cache == nil {
+			err := errors.New("no download cache configured")
+			s.endErr(Errored, err)
+			return err
+		}
+		pkg, err := p.Cache.Fetch(ctx, src)
+		if err != nil {
+			s.endErr(Errored, err)
+			return err
+		}
+		s.Package = &pkg
+		s.Name = pkg.Name
+		s.end(Passed, fmt.Sprintf("%s, %s, %s", pkg.Type, humanSize(pkg.Size), pkg.How))
+		log.Info("package", "source", src, "type", pkg.Type, "how", pkg.How, "took", s.Seconds)
+		pkgs = append(pkgs, pkg)
+	}
+	var types []Type
+	for _, pkg := range pkgs {
+		types = append(types, pkg.Type)
+	}
+	if t := spec.Target.PackageType; t != "" {
+		for _, pkg := range pkgs {
+			if pkg.Type != t {
+				s := r.begin(KindImage, spec.Target.Name)
+				err := &InputError{Source: pkg.Source, Err: fmt.Errorf("%w: %s is a %s package, but %s installs %s packages",
+					ErrIncompatible, pkg.Name, pkg.Type, spec.Target.Name, t)}
+				s.endErr(Errored, err)
+				return err
+			}
+		}
+	}
+	// Containers share the host's network: a service already answering
+	// there would make a network check pass without the container.
+	for _, a := range spec.Network {
+		if a.Loopback() && PortInUse(ctx, a) {
+			s := r.begin(KindNetwork, a.Raw)
+			err := fmt.Errorf("%s already answers on this host before the container started, so checking it would prove nothing (stop what listens on port %s)", a.HostPort(), a.Port)
+			s.endErr(Errored, err)
+			return err
+		}
+	}
+
+	// 2. The image.
+	s := r.begin(KindImage, spec.Target.Name)
+	if spec.Target.Acquire == nil {
+		err := fmt.Errorf("%s: no way to acquire the image", spec.Target.Name)
+		s.endErr(Errored, err)
+		return err
+	}
+	img, err := spec.Target.Acquire(ctx)
+	if err != nil {
+		s.endErr(Errored, err)
+		return err
+	}
+	r.Reference = img.Reference
+	var mgr Manager
+	if len(pkgs) > 0 || len(spec.Install) > 0 {
+		have, err := ImageManagers(img.RootFS)
+		if err == nil {
+			mgr, err = ChooseManager(have, types)
+		}
+		if err != nil {
+			if errors.Is(err, ErrIncompatible) && len(pkgs) > 0 {
+				err = &InputError{Source: pkgs[0].Source, Err: fmt.Errorf("%s: %w", spec.Target.Name, err)}
+			} else {
+				err = fmt.Errorf("%s: %w", spec.Target.Name, err)
+			}
+			s.endErr(Errored, err)
+			return err
+		}
+		r.Manager = mgr.Name
+	}
+	s.end(Passed, img.Reference)
+
+	// 3. Boot, with the package files bound read-only.
+	s = r.begin(KindBoot, machineName(spec.Target.Name))
+	r.Machine = s.Name
+	var binds []nspawn.Bind
+	var paths []string
+	used := map[string]bool{}
+	for i, pkg := range pkgs {
+		name := pkg.Name
+		if used[name] {
+			name = fmt.Sprintf("%d-%s", i+1, name)
+		}
+		used[name] = true
+		inside := path.Join(PackageDir, name)
+		binds = append(binds, nspawn.Bind{Host: pkg.Path, Container: inside, ReadOnly: true})
+		paths = append(paths, inside)
+	}
+	m, err := p.start(ctx, nspawn.Options{
+		Name: r.Machine, Hostname: r.Machine, RootFS: img.RootFS, Image: img.Reference, StateDir: p.StateDir,
+		Binds: binds, MaskUnits: nspawn.DefaultMaskedUnits(), BootTimeout: p.BootTimeout, Logger: p.Logger,
+	})
+	if err != nil {
+		s.endErr(Errored, err)
+		return err
+	}
+	s.end(Passed, "")
+	log.Info("booted", "machine", r.Machine, "took", s.Seconds)
+	defer func() {
+		s := r.begin(KindTeardown, r.Machine)
+		if kerr := m.Kill(); kerr != nil {
+			s.endErr(Errored, kerr)
+			if err == nil {
+				err = kerr
+			}
+			return
+		}
+		s.end(Passed, "")
+	}()
+
+	// 4. Install.
+	if len(paths) > 0 || len(spec.Install) > 0 {
+		names := append(append([]string{}, spec.Install...), pkgNames(pkgs)...)
+		s := r.begin(KindInstall, strings.Join(names, " "))
+		ok, err := p.install(ctx, m, mgr, spec.Install, paths, s)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return nil
+		}
+	}
+
+	// 5. Commands, units, network.
+	for _, args := range spec.Commands {
+		s := r.begin(KindCommand, strings.Join(args, " "))
+		if err := p.command(ctx, m, args, s); err != nil {
+			return err
+		}
+	}
+	for _, u := range spec.Units {
+		s := r.begin(KindUnit, u)
+		if err := p.unit(ctx, m, u, spec.UnitTimeout, s); err != nil {
+			return err
+		}
+	}
+	timeout := spec.NetworkTimeout
+	if timeout <= 0 {
+		timeout = DefaultNetworkTimeout
+	}
+	for _, a := range spec.Network {
+		s := r.begin(KindNetwork, a.Raw)
+		res := CheckNetwork(ctx, a, spec.Expect, timeout, 0)
+		s.Network = &res
+		switch {
+		case ctx.Err() != nil:
+			s.endErr(Errored, ctx.Err())
+			return ctx.Err()
+		case res.Passed && res.Response != "":
+			s.end(Passed, res.Response)
+		case res.Passed:
+			s.end(Passed, "connected")
+		default:
+			s.Error = res.Reason
+			s.end(Failed, res.Response)
+		}
+	}
+	return nil
+}
+
+// plannedSteps lists the checks a spec asks for, as (kind, name) pairs.
+func plannedSteps(spec Spec) [][2]string {
+	var out [][2]string
+	for _, args := range spec.Commands {
+		out = append(out, [2]string{KindCommand, strings.Join(args, " ")})
+	}
+	for _, u := range spec.Units {
+		out = append(out, [2]string{KindUnit, u})
+	}
+	for _, a := range spec.Network {
+		out = append(out, [2]string{KindNetwork, a.Raw})
+	}
+	return out
+}
+
+func pkgNames(pkgs []Package) []string {
+	var out []string
+	for _, p := range pkgs {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+// install runs the package manager. ok is false when it failed (the step
+// then says why); err is for an interrupted or lost container.
+func (p *Prober) install(ctx context.Context, m machine, mgr Manager, names, paths []string, s *Step) (ok bool, err error) {
+	script := mgr.InstallScript(names, paths)
+	tail := newTail(outputTail)
+	var out io.Writer = tail
+	if p.Output != nil {
+		out = io.MultiWriter(tail, p.Output)
+	}
+	w := &syncWriter{w: out}
+	ictx, cancel := context.WithTimeout(ctx, InstallTimeout)
+	defer cancel()
+	code, err := m.Exec(ictx, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Stdout: w, Stderr: w})
+	s.Output = tail.String()
+	switch {
+	case ctx.Err() != nil:
+		s.endErr(Errored, ctx.Err())
+		return false, ctx.Err()
+	case ictx.Err() != nil:
+		s.endErr(Failed, fmt.Errorf("%s did not finish within %s", mgr.Name, InstallTimeout))
+		return false, nil
+	case err != nil:
+		s.endErr(Errored, err)
+		return false, err
+	case code != 0:
+		s.endErr(Failed, fmt.Errorf("%s exited with status %d", mgr.Name, code))
+		return false, nil
+	}
+	s.end(Passed, "installed with "+mgr.Name)
+	return true, nil
+}
+
+func (p *Prober) command(ctx context.Context, m machine, args []string, s *Step) error {
+	tail := newTail(outputTail)
+	var out io.Writer = tail
+	if p.Output != nil {
+		out = io.MultiWriter(tail, p.Output)
+	}
+	w := &syncWriter{w: out}
+	code, err := m.Exec(ctx, nspawn.Process{Args: args, Stdout: w, Stderr: w})
+	s.Output = tail.String()
+	var ee *nspawn.ExecError
+	switch {
+	case ctx.Err() != nil:
+		s.endErr(Errored, ctx.Err())
+		return ctx.Err()
+	case errors.As(err, &ee):
+		s.endErr(Failed, err)
+	case err != nil:
+		s.endErr(Errored, err)
+		return err
+	case code != 0:
+		s.endErr(Failed, fmt.Errorf("exited with status %d", code))
+	default:
+		s.end(Passed, "exit status 0")
+	}
+	return nil
+}
+
+// unit enables and starts u, waits for it, and on failure collects its
+// status and journal.
+func (p *Prober) unit(ctx context.Context, m machine, u string, timeout time.Duration, s *Step) error {
+	if timeout <= 0 {
+		timeout = DefaultUnitTimeout
+	}
+	settle := p.Settle
+	if settle <= 0 {
+		settle = DefaultSettle
+	}
+	// enable, then start: `enable --now` does not start units that SysV
+	// init scripts generate. --no-block: the wait below, not systemctl,
+	// bounds a slow start. A unit without [Install] (enable only warns),
+	// or one the package started already, is fine.
+	var notes []string
+	for _, verb := range [][]string{{"enable"}, {"--no-block", "start"}} {
+		args := append(append([]string{"systemctl"}, verb...), "--", u)
+		code, out, err := runCapture(ctx, m, args...)
+		if err != nil {
+			s.endErr(Errored, err)
+			return err
+		}
+		if code != 0 && strings.TrimSpace(out) != "" {
+			notes = append(notes, strings.Join(args[:len(args)-2], " ")+": "+lastLines(out, 2))
+		}
+	}
+	o, err := WaitUnit(ctx, m, u, UnitWait{Timeout: timeout, Settle: settle})
+	s.Unit = &o.State
+	s.States = o.Seen
+	if err != nil {
+		s.endErr(Errored, err)
+		return err
+	}
+	if o.Ready {
+		summary := o.State.String()
+		if len(o.Seen) > 1 {
+			summary = fmt.Sprintf("%s after %s (%s)", summary, o.Waited.Round(100*time.Millisecond), strings.Join(o.Seen, " -> "))
+		}
+		s.end(Passed, summary)
+		return nil
+	}
+	reason := strings.Join(append([]string{o.Reason}, notes...), "; ")
+	_, status, err := runCapture(ctx, m, "systemctl", "status", "--no-pager", "--full", "--lines=0", "--", u)
+	if err == nil {
+		s.Status = status
+		_, s.Journal, err = runCapture(ctx, m, "journalctl", "--no-pager", "--lines="+fmt.Sprint(journalLines), "--unit="+u)
+	}
+	if err != nil {
+		s.endErr(Errored, err)
+		return err
+	}
+	s.Error = reason
+	s.end(Failed, o.State.String())
+	return nil
+}
+
+var machineUnsafe = regexp.MustCompile(`[^A-Za-z0-9-]+`)
+
+// machineName derives a unique container name from an image name:
+// "debian-bookworm" becomes "postroj-debian-bookworm-" and 6 hex digits.
+func machineName(image string) string {
+	base := image
+	if i := strings.LastIndex(base, "/"); i >= 0 {
+		base = base[i+1:]
+	}
+	base = strings.Trim(machineUnsafe.ReplaceAllString(base, "-"), "-")
+	if len(base) > 40 {
+		base = strings.TrimRight(base[:40], "-")
+	}
+	if base == "" {
+		base = "image"
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	return "postroj-" + base + "-" + hex.EncodeToString(b)
+}
+
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
