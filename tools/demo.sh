@@ -5,7 +5,8 @@
 # is not needed), pull it through RACKER_REGISTRY_MIRRORS, list it, look
 # inside, pull again, then boot it as a container: the first `racker run`
 # prepares the image (apt-get installs systemd, D-Bus and curl from Debian's
-# mirror), later ones reuse that. The registry is stopped on every exit,
+# mirror), later ones reuse that. Last, postroj lists its catalogue and
+# probes Debian's webfs package on debian-bookworm. The registry is stopped on every exit,
 # failures and Ctrl-C included. Every command is printed before it runs; the
 # first that fails ends the demo with its status and a line saying so.
 #
@@ -105,6 +106,16 @@ echo
 echo "Standard input goes through with -i:"
 show 'echo "hello world" | bin/racker run -i --rm debian:bookworm-slim cat' | tee "$tmp/hello"
 grep -qx 'hello world' "$tmp/hello" || fail "cat in the container did not echo standard input"
+
+echo
+echo "postroj: the curated catalogue, and a package probe as a release engineer runs it."
+show "bin/postroj list-images | grep -E '^(NAME|debian-[a-z]+|centos-8|fedora-37) '"
+echo
+echo "Install Debian's webfs package from the pool on a booted debian-bookworm (the image above),"
+echo "wait for its unit, and check that it answers on port 8000 (webfs answers / with 404: a pass)."
+webfs=http://deb.debian.org/debian/pool/main/w/webfs/webfs_1.21+ds1-12+b1_amd64.deb
+show "RACKER_REGISTRY_MIRRORS=docker.io=$addr bin/postroj pkgprobe --image=debian-bookworm --package=$webfs --check-unit=webfs --check-network=http://localhost:8000" | tee "$tmp/probe"
+grep -q 'PASSED' "$tmp/probe" || fail "the webfs probe did not pass"
 
 echo
 echo "Done. The store is left in $RACKER_ROOT."
