@@ -66,7 +66,7 @@ func (r *Root) Stat(name string) (unix.Stat_t, error) {
 
 // ReadFile reads at most limit bytes of the regular file name.
 func (r *Root) ReadFile(name string, limit int64) ([]byte, error) {
-	f, err := r.Open(name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+	f, err := r.Open(name, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, err
 	}
