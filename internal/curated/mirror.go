@@ -1,7 +1,6 @@
 package curated
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/image"
 )
 
@@ -107,7 +107,7 @@ func buildFromMirror(ctx context.Context, st *image.Store, e Entry, opts BuildOp
 			return image.Image{}, fmt.Errorf("mirror cache: %w", err)
 		}
 		cached = filepath.Join(opts.CacheDir, cacheName(e, arch, t0))
-		unlock, err := lockFile(ctx, cached+".lock")
+		unlock, err := flock.Lock(ctx, cached+".lock", nil)
 		if err != nil {
 			return image.Image{}, fmt.Errorf("mirror cache: %w", err)
 		}
@@ -234,31 +234,6 @@ func keep(src, dst string) error {
 	return os.Rename(tmp, dst)
 }
 
-// lockFile takes an exclusive flock(2) on path, waiting for other holders
-// until ctx ends. The returned function releases it.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // DebianArch maps a Go architecture to Debian's name for it.
 func DebianArch(goarch string) string {
 	switch goarch {
@@ -341,7 +316,7 @@ func (l *tarLayer) MediaType() (types.MediaType, error)  { return types.OCIUncom
 // cancellation the command gets SIGTERM (mmdebstrap cleans up after
 // itself) and, after a grace period, SIGKILL.
 func run(ctx context.Context, out io.Writer, name string, args ...string) error {
-	var tail tailBuffer
+	var tail image.OutputTail
 	w := io.Writer(&tail)
 	if out != nil {
 		w = io.MultiWriter(out, &tail)
@@ -355,35 +330,10 @@ func run(ctx context.Context, out io.Writer, name string, args ...string) error 
 		return ctx.Err()
 	}
 	if err != nil {
-		if bytes.Contains(tail.b, []byte("is expired (invalid since")) {
+		if tail.Contains("is expired (invalid since") {
 			err = fmt.Errorf("%w: %v", errExpired, err)
 		}
-		return fmt.Errorf("%s failed (%w): %s", name, err, tail.last(3))
+		return fmt.Errorf("%s failed (%w): %s", name, err, tail.Last(3))
 	}
 	return nil
-}
-
-// tailBuffer keeps the last 64 KiB written to it.
-type tailBuffer struct{ b []byte }
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > 64<<10 {
-		t.b = t.b[len(t.b)-64<<10:]
-	}
-	return len(p), nil
-}
-
-// last returns the last n non-empty lines, joined into one line.
-func (t *tailBuffer) last(n int) string {
-	var lines []string
-	for _, l := range bytes.Split(t.b, []byte("\n")) {
-		if s := strings.TrimSpace(string(l)); s != "" {
-			lines = append(lines, s)
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -201,7 +200,7 @@ func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Pr
 	}
 	s.Logger.Info("copied image", "took", time.Since(t0))
 
-	var tail tailBuffer
+	var tail OutputTail
 	out := io.Writer(&tail)
 	if opts.Output != nil {
 		out = io.MultiWriter(opts.Output, &tail)
@@ -215,7 +214,7 @@ func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Pr
 		return Prepared{}, fmt.Errorf("running %s: %w", pm.Name, err)
 	}
 	if code != 0 {
-		return Prepared{}, fmt.Errorf("%s install %s failed with status %d: %s", pm.Name, strings.Join(pkgs, " "), code, tail.last(5))
+		return Prepared{}, fmt.Errorf("%s install %s failed with status %d: %s", pm.Name, strings.Join(pkgs, " "), code, tail.Last(5))
 	}
 	if still, err := Missing(rootfs); err != nil || len(still) > 0 {
 		return Prepared{}, fmt.Errorf("%s ran but the image still lacks %s", pm.Name, strings.Join(still, ", "))
@@ -242,31 +241,6 @@ func (s *Store) readPrepared(dir string) (Prepared, bool) {
 		return Prepared{}, false
 	}
 	return Prepared{RootFS: filepath.Join(dir, "rootfs"), Installed: rec.Installed, Manager: rec.Manager}, true
-}
-
-// tailBuffer keeps the last 64 KiB written to it.
-type tailBuffer struct{ b []byte }
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > 64<<10 {
-		t.b = t.b[len(t.b)-64<<10:]
-	}
-	return len(p), nil
-}
-
-// last returns the last n non-empty lines, joined into one line.
-func (t *tailBuffer) last(n int) string {
-	var lines []string
-	for _, l := range bytes.Split(t.b, []byte("\n")) {
-		if s := strings.TrimSpace(string(l)); s != "" {
-			lines = append(lines, s)
-		}
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }
 
 // Prepared returns the bootable root filesystem of img if there is one

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/racker-postroj/racker/internal/flock"
 )
 
 // DefaultRoot is the state directory shared by racker and postroj.
@@ -309,45 +309,14 @@ func (s *Store) lock(ctx context.Context, digest string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(s.Root, "locks", h+".lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("locking %s: %w", digest, err)
-	}
-	said := false
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", digest, err)
-		}
-		if !said {
-			s.Logger.Info("waiting for another process working on the same image", "digest", digest)
-			said = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return flock.Lock(ctx, filepath.Join(s.Root, "locks", h+".lock"), func() {
+		s.Logger.Info("waiting for another process working on the same image", "digest", digest)
+	})
 }
 
 // tryLock takes the per-digest lock if nobody holds it.
 func (s *Store) tryLock(hexDigest string) (func(), bool) {
-	f, err := os.OpenFile(filepath.Join(s.Root, "locks", hexDigest+".lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, false
-	}
-	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-		f.Close()
-		return nil, false
-	}
-	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, true
+	return flock.TryLock(filepath.Join(s.Root, "locks", hexDigest+".lock"))
 }
 
 // CleanTemp removes what interrupted pulls left in tmp/: every entry whose

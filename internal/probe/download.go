@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/racker-postroj/racker/internal/flock"
 )
 
 // DefaultCacheDir is where downloaded packages are kept unless Cache.Dir
@@ -245,7 +245,7 @@ func (c *Cache) fetchURL(ctx context.Context, source string, u *url.URL, pin str
 	if err := os.MkdirAll(entry, 0o755); err != nil {
 		return Package{}, &DownloadError{URL: u.String(), Err: fmt.Errorf("download cache: %w", err)}
 	}
-	unlock, err := lockFile(ctx, filepath.Join(entry, ".lock"))
+	unlock, err := flock.Lock(ctx, filepath.Join(entry, ".lock"), nil)
 	if err != nil {
 		return Package{}, &DownloadError{URL: u.String(), Err: err}
 	}
@@ -554,28 +554,4 @@ func writeJSON(p string, v any) error {
 		return err
 	}
 	return os.Rename(tmp, p)
-}
-
-// lockFile takes an exclusive flock(2) on p, waiting until ctx ends.
-func lockFile(ctx context.Context, p string) (func(), error) {
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("download cache: %w", err)
-	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", p, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

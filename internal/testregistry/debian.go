@@ -21,6 +21,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/flock"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,7 +116,7 @@ func (c *Cache) Layer(ctx context.Context, r Recipe) (*FileLayer, error) {
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("debian cache: %w", err)
 	}
-	unlock, err := lock(ctx, entry+".lock")
+	unlock, err := flock.Lock(ctx, entry+".lock", nil)
 	if err != nil {
 		return nil, fmt.Errorf("debian cache %s: %w", name, err)
 	}
@@ -173,7 +175,7 @@ func resolve(ctx context.Context, r Recipe) (ResolvedRecipe, error) {
 		k.Mirror = Mirror(r.Suite)
 	}
 	if k.Arch == "" {
-		k.Arch = DebianArch(runtime.GOARCH)
+		k.Arch = curated.DebianArch(runtime.GOARCH)
 	}
 	if _, err := exec.LookPath("mmdebstrap"); err == nil {
 		var out strings.Builder
@@ -318,46 +320,6 @@ func openCached(dir string) (*FileLayer, error) {
 		return nil, fmt.Errorf("%s: %d bytes, want %d", path, st.Size(), info.Size)
 	}
 	return &FileLayer{Path: path, Info: info, Type: types.DockerLayer}, nil
-}
-
-// lock takes an exclusive flock on path, waiting until ctx ends. The lock
-// goes away with the process, so a killed build never blocks the next.
-func lock(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for lock %s: %w", path, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// DebianArch maps a GOARCH to Debian's architecture name.
-func DebianArch(goarch string) string {
-	switch goarch {
-	case "arm":
-		return "armhf"
-	case "386":
-		return "i386"
-	case "ppc64le":
-		return "ppc64el"
-	case "mips64le":
-		return "mips64el"
-	}
-	return goarch
 }
 
 // Mirror returns the Debian mirror that this machine's apt uses for suite:
