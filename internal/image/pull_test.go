@@ -415,3 +415,35 @@ func TestCleanTempRemovesAbandonedPulls(t *testing.T) {
 		t.Errorf("directory of a running pull removed: %v", err)
 	}
 }
+
+func TestPullFallsBackFromDeadMirror(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "x/y:1", testImage(t, "amd64", tarLayer(t, "f", "origin")))
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadHost := strings.TrimPrefix(dead.URL, "http://")
+	dead.Close()
+	// Two mirrors: one nobody listens on, one without the image; then the
+	// registry itself serves it.
+	empty := newTestRegistry(t)
+	mirrors, err := ParseMirrors(reg.host() + "=" + deadHost + "," + reg.host() + "=" + empty.host())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newStore(t)
+	res, err := st.Pull(context.Background(), MustParseReference(reg.host()+"/x/y:1"), PullOptions{Mirrors: mirrors})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, filepath.Join(res.Image.RootFS, "f")); got != "origin" {
+		t.Errorf("f = %q", got)
+	}
+	if empty.requests.Load() == 0 {
+		t.Error("the second mirror was not asked")
+	}
+	// When every source fails, the registry's answer is reported, not the
+	// dead mirror's connection error.
+	_, err = st.Pull(context.Background(), MustParseReference(reg.host()+"/x/y:nope"), PullOptions{Mirrors: mirrors})
+	if err == nil || !strings.Contains(err.Error(), "manifest unknown") {
+		t.Errorf("all sources failing: %v", err)
+	}
+}
