@@ -239,8 +239,8 @@ func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions) (name
 			return nil, nil, ctx.Err()
 		}
 		s.Logger.Info("source failed", "source", src.Context().RegistryStr(), "err", describe(err))
-		if answer == nil && isRegistryAnswer(err) {
-			answer = err
+		if isRegistryAnswer(err) {
+			answer = err // the registry's own answer, tried last, wins
 		}
 		last = err
 	}
