@@ -2,6 +2,8 @@ package racker_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +21,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
 
+	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/nspawn"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
@@ -122,7 +125,9 @@ func curatedTemplateStore(name string) (string, error) {
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return "", err
 	}
-	dir := filepath.Join(base, name)
+	// Keyed by what mirror builds install, so a change there rebuilds.
+	sum := sha256.Sum256([]byte(strings.Join(curated.MirrorPackages, ",")))
+	dir := filepath.Join(base, name+"-"+hex.EncodeToString(sum[:4]))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	unlock, err := flockWait(ctx, dir+".lock")

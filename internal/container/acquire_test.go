@@ -43,7 +43,7 @@ func treeImage(t *testing.T, paths ...string) v1.Image {
 	return img
 }
 
-var bootable = []string{"usr/lib/systemd/systemd", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"}
+var bootable = []string{"usr/lib/systemd/systemd", "usr/sbin/init", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"}
 
 func testRuntime(t *testing.T) *Runtime {
 	t.Helper()
@@ -146,7 +146,7 @@ func TestAcquireRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = Acquire(ctx, rt, e, AcquireOptions{})
-	if !errors.Is(err, image.ErrNotBootable) || err.Error() != "preparing mirror.local/debian:bookworm: image cannot be booted: it lacks systemd, dbus, ca-certificates and without a subscription dnf cannot install what booting needs" {
+	if !errors.Is(err, image.ErrNotBootable) || err.Error() != "preparing mirror.local/debian:bookworm: image cannot be booted: it lacks systemd, init, dbus, ca-certificates and without a subscription dnf cannot install what booting needs" {
 		t.Errorf("not preparable: %v", err)
 	}
 	if _, ok := rt.Store.Prepared(stored); ok {

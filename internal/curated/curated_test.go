@@ -267,7 +267,7 @@ func TestMmdebstrapArgs(t *testing.T) {
 	c := load(t)
 	bookworm, _ := c.Lookup("debian-bookworm")
 	got := strings.Join(mmdebstrapArgs(bookworm, "amd64", "/t/rootfs.tar"), " ")
-	want := "--variant=minbase --include=systemd,dbus,curl,ca-certificates --architectures=amd64 --format=tar bookworm /t/rootfs.tar http://deb.debian.org/debian"
+	want := "--variant=minbase --include=systemd,systemd-sysv,dbus,curl,ca-certificates --architectures=amd64 --format=tar bookworm /t/rootfs.tar http://deb.debian.org/debian"
 	if got != want {
 		t.Errorf("bookworm:\n got %s\nwant %s", got, want)
 	}

@@ -21,6 +21,10 @@ import (
 // certificates to trust.
 var bootNeeds = []need{
 	{what: "systemd", paths: []string{"/usr/lib/systemd/systemd", "/lib/systemd/systemd"}},
+	// /sbin/init makes systemd the init system in the eyes of packages:
+	// without it Debian's invoke-rc.d refuses to start services from
+	// maintainer scripts, unlike on a real installation.
+	{what: "init", paths: []string{"/sbin/init", "/usr/sbin/init"}},
 	{what: "dbus", paths: []string{"/usr/bin/dbus-daemon", "/usr/bin/dbus-broker", "/usr/bin/dbus-broker-launch", "/bin/dbus-daemon"}},
 	{what: "curl", paths: []string{"/usr/bin/curl", "/usr/bin/wget", "/bin/curl", "/bin/wget"}},
 	{what: "ca-certificates", paths: []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
@@ -44,18 +48,23 @@ type PackageManager struct {
 // images often carry yum as a compatibility link).
 var packageManagers = []PackageManager{
 	{Name: "apt-get", Binary: "/usr/bin/apt-get",
-		Install: "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends %s"},
+		Install: "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends %s",
+		Names:   map[string]string{"init": "systemd-sysv"}},
 	{Name: "dnf", Binary: "/usr/bin/dnf",
-		Install: "dnf install -y --setopt=install_weak_deps=False %s && dnf clean all"},
+		Install: "dnf install -y --setopt=install_weak_deps=False %s && dnf clean all",
+		Names:   map[string]string{"init": "systemd"}},
 	{Name: "microdnf", Binary: "/usr/bin/microdnf",
-		Install: "microdnf install -y %s && microdnf clean all"},
+		Install: "microdnf install -y %s && microdnf clean all",
+		Names:   map[string]string{"init": "systemd"}},
 	{Name: "yum", Binary: "/usr/bin/yum",
-		Install: "yum install -y %s && yum clean all"},
+		Install: "yum install -y %s && yum clean all",
+		Names:   map[string]string{"init": "systemd"}},
 	{Name: "zypper", Binary: "/usr/bin/zypper",
 		Install: "zypper --non-interactive --gpg-auto-import-keys install --no-recommends %s && zypper clean --all",
-		Names:   map[string]string{"dbus": "dbus-1"}},
+		Names:   map[string]string{"dbus": "dbus-1", "init": "systemd-sysvinit"}},
 	{Name: "pacman", Binary: "/usr/bin/pacman",
-		Install: "pacman -Sy --noconfirm --needed %s"},
+		Install: "pacman -Sy --noconfirm --needed %s",
+		Names:   map[string]string{"init": "systemd-sysvcompat"}},
 }
 
 // ErrNotBootable is wrapped by errors about images that cannot be made to
@@ -127,13 +136,16 @@ func DetectPackageManager(dir string) (PackageManager, error) {
 	return PackageManager{}, fmt.Errorf("%w: no supported package manager (apt-get, dnf, microdnf, yum, zypper, pacman) to install systemd with", ErrNotBootable)
 }
 
-// PackagesFor maps generic package names to pm's.
+// PackagesFor maps generic package names to pm's, each once.
 func (pm PackageManager) PackagesFor(generic []string) []string {
-	out := make([]string, len(generic))
-	for i, g := range generic {
-		out[i] = g
-		if n, ok := pm.Names[g]; ok {
-			out[i] = n
+	var out []string
+	for _, g := range generic {
+		n := g
+		if m, ok := pm.Names[g]; ok {
+			n = m
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
 		}
 	}
 	return out

@@ -40,13 +40,16 @@ func TestMissing(t *testing.T) {
 		entries []string
 		want    []string
 	}{
-		{"slim debian", []string{"usr/bin/apt-get", "etc/os-release"}, []string{"systemd", "dbus", "curl", "ca-certificates"}},
+		{"slim debian", []string{"usr/bin/apt-get", "etc/os-release"}, []string{"systemd", "init", "dbus", "curl", "ca-certificates"}},
 		{"merged usr through symlinks", []string{"lib -> usr/lib", "usr/lib/systemd/systemd", "bin -> /usr/bin", "usr/bin/dbus-daemon",
-			"usr/bin/wget", "etc/pki/tls/certs/ca-bundle.crt"}, nil},
-		{"broker and curl", []string{"usr/lib/systemd/systemd", "usr/bin/dbus-broker", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"}, nil},
+			"usr/bin/wget", "etc/pki/tls/certs/ca-bundle.crt", "sbin -> usr/sbin", "usr/sbin/init -> /lib/systemd/systemd"}, nil},
+		{"broker and curl", []string{"usr/lib/systemd/systemd", "usr/bin/dbus-broker", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt",
+			"sbin/init -> ../usr/lib/systemd/systemd"}, nil},
+		{"systemd without init", []string{"usr/lib/systemd/systemd", "usr/bin/dbus-broker", "usr/bin/curl", "etc/ssl/cert.pem"}, []string{"init"}},
 		// A link that points at the host's files resolves inside the tree.
 		{"absolute links stay inside", []string{"usr/lib/systemd/systemd -> /proc/1/exe", "usr/bin/curl -> /usr/bin/env",
-			"usr/bin/dbus-daemon -> ../../../../../../bin/sh", "etc/ssl/cert.pem -> /etc/passwd"}, []string{"systemd", "dbus", "curl", "ca-certificates"}},
+			"usr/bin/dbus-daemon -> ../../../../../../bin/sh", "etc/ssl/cert.pem -> /etc/passwd", "sbin/init -> /sbin/init"},
+			[]string{"systemd", "init", "dbus", "curl", "ca-certificates"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,12 +70,12 @@ func TestDetectPackageManager(t *testing.T) {
 		want    string
 		pkgs    []string
 	}{
-		{[]string{"usr/bin/apt-get"}, "apt-get", []string{"systemd", "dbus"}},
+		{[]string{"usr/bin/apt-get"}, "apt-get", []string{"systemd", "systemd-sysv", "dbus"}},
 		{[]string{"usr/bin/yum -> dnf-3", "usr/bin/dnf -> dnf-3", "usr/bin/dnf-3"}, "dnf", []string{"systemd", "dbus"}},
 		{[]string{"usr/bin/microdnf"}, "microdnf", []string{"systemd", "dbus"}},
 		{[]string{"usr/bin/yum"}, "yum", []string{"systemd", "dbus"}},
-		{[]string{"usr/bin/zypper"}, "zypper", []string{"systemd", "dbus-1"}},
-		{[]string{"usr/bin/pacman"}, "pacman", []string{"systemd", "dbus"}},
+		{[]string{"usr/bin/zypper"}, "zypper", []string{"systemd", "systemd-sysvinit", "dbus-1"}},
+		{[]string{"usr/bin/pacman"}, "pacman", []string{"systemd", "systemd-sysvcompat", "dbus"}},
 	}
 	for _, tt := range tests {
 		pm, err := DetectPackageManager(mkTree(t, tt.entries...))
@@ -80,7 +83,7 @@ func TestDetectPackageManager(t *testing.T) {
 			t.Errorf("%v: got %q, %v; want %q", tt.entries, pm.Name, err, tt.want)
 			continue
 		}
-		if got := pm.PackagesFor([]string{"systemd", "dbus"}); !reflect.DeepEqual(got, tt.pkgs) {
+		if got := pm.PackagesFor([]string{"systemd", "init", "dbus"}); !reflect.DeepEqual(got, tt.pkgs) {
 			t.Errorf("%s packages = %v, want %v", pm.Name, got, tt.pkgs)
 		}
 	}
@@ -104,7 +107,7 @@ func TestPrepare(t *testing.T) {
 		if strings.Contains(script, "fail") {
 			return 100, nil
 		}
-		for _, p := range []string{"usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"} {
+		for _, p := range []string{"sbin/init", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"} {
 			os.MkdirAll(filepath.Join(rootfs, filepath.Dir(p)), 0o755)
 			os.WriteFile(filepath.Join(rootfs, p), nil, 0o755)
 		}
@@ -114,13 +117,13 @@ func TestPrepare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.RootFS == base || p.Manager != "apt-get" || !reflect.DeepEqual(p.Installed, []string{"dbus", "curl", "ca-certificates"}) {
+	if p.RootFS == base || p.Manager != "apt-get" || !reflect.DeepEqual(p.Installed, []string{"systemd-sysv", "dbus", "curl", "ca-certificates"}) {
 		t.Fatalf("Prepare = %+v", p)
 	}
-	if !strings.Contains(scripts[0], "apt-get install -y -q --no-install-recommends dbus curl ca-certificates") {
+	if !strings.Contains(scripts[0], "apt-get install -y -q --no-install-recommends systemd-sysv dbus curl ca-certificates") {
 		t.Errorf("script = %q", scripts[0])
 	}
-	if m, _ := Missing(base); len(m) != 3 {
+	if m, _ := Missing(base); len(m) != 4 {
 		t.Errorf("the stored image was changed: missing %v", m)
 	}
 	// A second call reuses the prepared tree.
@@ -130,7 +133,7 @@ func TestPrepare(t *testing.T) {
 	assertTmpEmpty(t, st)
 
 	// A complete image is used as it is.
-	full := mkTree(t, "usr/lib/systemd/systemd", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/cert.pem")
+	full := mkTree(t, "usr/lib/systemd/systemd", "sbin/init", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/cert.pem")
 	if p, err := st.Prepare(context.Background(), Image{Digest: "sha256:" + strings.Repeat("1", 64), RootFS: full}, PrepareOptions{}); err != nil || p.RootFS != full {
 		t.Errorf("complete image: %+v %v", p, err)
 	}
@@ -145,7 +148,7 @@ func TestPrepareFailureLeavesNothing(t *testing.T) {
 		return 100, nil
 	}
 	_, err := st.Prepare(context.Background(), img, PrepareOptions{Run: run})
-	if err == nil || !strings.Contains(err.Error(), "preparing test/prep:1: apt-get install systemd dbus curl ca-certificates failed with status 100: E: Unable to locate package systemd") {
+	if err == nil || !strings.Contains(err.Error(), "preparing test/prep:1: apt-get install systemd systemd-sysv dbus curl ca-certificates failed with status 100: E: Unable to locate package systemd") {
 		t.Fatalf("err = %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(st.imageDir(img.Digest), "prepared")); !errors.Is(err, os.ErrNotExist) {
