@@ -20,7 +20,7 @@ import (
 const (
 	DefaultUnitTimeout    = 30 * time.Second
 	DefaultNetworkTimeout = 5 * time.Second
-	DefaultSettle         = time.Second
+	DefaultSettle         = 500 * time.Millisecond
 	// InstallTimeout bounds installing the packages (repository metadata
 	// and dependencies are downloaded inside the container).
 	InstallTimeout = 20 * time.Minute

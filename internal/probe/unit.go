@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/nspawn"
+	"golang.org/x/sys/unix"
 )
 
 // Executor runs commands in a booted container; *nspawn.Machine is one.
@@ -34,10 +35,13 @@ type UnitState struct {
 	// ConditionFailed is set when a Condition...= or Assert...= of the
 	// unit did not hold, so that systemd skipped starting it.
 	ConditionFailed bool `json:"-"`
+	// ActiveSince is when the unit last became active, on CLOCK_MONOTONIC
+	// (which a container shares with the host); 0 if unknown.
+	ActiveSince time.Duration `json:"-"`
 }
 
 // showProperties are the properties readUnit asks systemctl for.
-const showProperties = "LoadState,ActiveState,SubState,Result,NRestarts,ExecMainStatus,ExecMainExitTimestampMonotonic,Job,ConditionResult,AssertResult"
+const showProperties = "LoadState,ActiveState,SubState,Result,NRestarts,ExecMainStatus,ExecMainExitTimestampMonotonic,ActiveEnterTimestampMonotonic,Job,ConditionResult,AssertResult"
 
 // ParseShow parses `systemctl show --property=...` output (KEY=VALUE
 // lines).
@@ -65,6 +69,9 @@ func ParseShow(out string) UnitState {
 		case "ExecMainExitTimestampMonotonic":
 			n, _ := strconv.ParseInt(v, 10, 64)
 			s.MainExited = n > 0
+		case "ActiveEnterTimestampMonotonic":
+			n, _ := strconv.ParseInt(v, 10, 64)
+			s.ActiveSince = time.Duration(n) * time.Microsecond
 		case "Job":
 			s.Job, s.HasJob = v, true
 		case "ConditionResult", "AssertResult":
@@ -194,6 +201,7 @@ func WaitUnit(ctx context.Context, m Executor, unit string, w UnitWait) (UnitOut
 	var o UnitOutcome
 	var activeSince time.Time
 	for {
+		wait := interval
 		s, err := readUnit(ctx, m, unit)
 		if err != nil {
 			return o, err
@@ -211,11 +219,18 @@ func WaitUnit(ctx context.Context, m Executor, unit string, w UnitWait) (UnitOut
 		case Ready:
 			if activeSince.IsZero() {
 				activeSince = now
+				// A unit that was active before we looked (started at
+				// boot, or by its package) has been settling since then.
+				if up, ok := monotonicNow(); ok && s.ActiveSince > 0 && s.ActiveSince <= up {
+					activeSince = now.Add(-(up - s.ActiveSince))
+				}
 				o.Waited = now.Sub(start)
 			}
-			if now.Sub(activeSince) >= w.Settle {
+			if left := w.Settle - now.Sub(activeSince); left <= 0 {
 				o.Ready = true
 				return o, nil
+			} else if left < interval {
+				wait = left
 			}
 		default:
 			activeSince = time.Time{}
@@ -231,9 +246,19 @@ func WaitUnit(ctx context.Context, m Executor, unit string, w UnitWait) (UnitOut
 		select {
 		case <-ctx.Done():
 			return o, ctx.Err()
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// monotonicNow reads CLOCK_MONOTONIC, the clock of systemd's *Monotonic
+// timestamps.
+func monotonicNow() (time.Duration, bool) {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) != nil {
+		return 0, false
+	}
+	return time.Duration(ts.Nano()), true
 }
 
 // runCapture runs args in the container and returns its exit status and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -187,5 +188,30 @@ func TestWaitUnitCancelled(t *testing.T) {
 	_, err := WaitUnit(ctx, f, "svc", UnitWait{Timeout: time.Minute, Interval: 10 * time.Millisecond})
 	if err == nil {
 		t.Fatal("WaitUnit returned no error after ctx ended")
+	}
+}
+
+func TestWaitUnitCountsTimeAlreadyActive(t *testing.T) {
+	up, ok := monotonicNow()
+	if !ok {
+		t.Skip("no CLOCK_MONOTONIC")
+	}
+	since := func(ago time.Duration) string {
+		return "ActiveEnterTimestampMonotonic=" + strconv.FormatInt(int64((up-ago)/time.Microsecond), 10)
+	}
+	w := UnitWait{Timeout: 5 * time.Second, Settle: time.Second, Interval: 10 * time.Millisecond}
+	// Active for two seconds already (started at boot): ready at once.
+	f := newFakeUnits(map[string][]string{"svc": {show("active", "running", "success", since(2*time.Second))}})
+	t0 := time.Now()
+	o, err := WaitUnit(context.Background(), f, "svc", w)
+	if err != nil || !o.Ready || time.Since(t0) > 500*time.Millisecond || f.shown["svc"] != 1 {
+		t.Errorf("long-active unit: ready=%v err=%v after %v and %d checks", o.Ready, err, time.Since(t0), f.shown["svc"])
+	}
+	// Just became active: the whole settle time is waited.
+	f = newFakeUnits(map[string][]string{"svc": {show("active", "running", "success", since(0))}})
+	t0 = time.Now()
+	o, err = WaitUnit(context.Background(), f, "svc", w)
+	if err != nil || !o.Ready || time.Since(t0) < 900*time.Millisecond {
+		t.Errorf("fresh unit: ready=%v err=%v after %v", o.Ready, err, time.Since(t0))
 	}
 }
