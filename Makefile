@@ -46,19 +46,21 @@ demo: deps build
 	@$(GO) build -o bin/testregistry ./tools/testregistry
 	@RACKER_ROOT='$(DEMO_ROOT)' bash tools/demo.sh
 
-# Side by side in one run (see tools/bench), two groups of cases:
+# Side by side in one run (see tools/bench), three groups of cases:
 #   pull: racker pull against the original tool's pipeline (skopeo copy +
 #         umoci unpack) and the gzip|tar floor, on one loopback registry;
 #   run:  racker run --rm IMAGE true against bare systemd-nspawn doing the
 #         same (boot until READY=1, nsenter true, poweroff), with and without
-#         masked units, and racker run --boot=never against nspawn ... true.
-# BENCH_CASES=pull or BENCH_CASES=run picks one. The reference tools are
-# installed here only: racker needs neither.
+#         masked units, and racker run --boot=never against nspawn ... true;
+#   probe: postroj pkgprobe --image=debian-bookworm --check-unit=systemd-journald,
+#         warm, against the masked nspawn boot floor on the tree it boots.
+# BENCH_CASES=pull (or run, probe, or a list) picks some. The reference tools
+# are installed here only: racker needs neither.
 BENCH_DEPS := skopeo umoci
 BENCH_N ?= 5
-BENCH_CASES ?= pull,run
+BENCH_CASES ?= pull,run,probe
 BENCH_JSON ?= bin/bench.json
 
 bench: deps build
 	@$(MAKE) --no-print-directory deps DEPS='$(BENCH_DEPS)'
-	$(GO) run ./tools/bench -racker bin/racker -n $(BENCH_N) -cases '$(BENCH_CASES)' -json $(BENCH_JSON)
+	$(GO) run ./tools/bench -racker bin/racker -postroj bin/postroj -n $(BENCH_N) -cases '$(BENCH_CASES)' -json $(BENCH_JSON)

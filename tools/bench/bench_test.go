@@ -150,6 +150,7 @@ func TestSelectCases(t *testing.T) {
 	for _, tt := range []struct{ list, want string }{
 		{"pull", "racker-pull,racker-pull-uptodate,skopeo-umoci,gzip-tar"},
 		{"run", "racker-run,nspawn-boot,racker-run-nomask,nspawn-boot-nomask,racker-run-noboot,nspawn-noboot"},
+		{"probe", "postroj-pkgprobe,probe-floor"},
 		// Table order, whatever the order of the list; no duplicates.
 		{"gzip-tar, racker-pull,gzip-tar", "racker-pull,gzip-tar"},
 		{"nspawn-noboot,pull", "racker-pull,racker-pull-uptodate,skopeo-umoci,gzip-tar,nspawn-noboot"},
@@ -163,8 +164,8 @@ func TestSelectCases(t *testing.T) {
 			t.Errorf("selectCases(%q) = %s, want %s", tt.list, ids(got), tt.want)
 		}
 	}
-	if got, err := selectCases(all, "pull,run"); err != nil || len(got) != len(all) {
-		t.Errorf("pull,run selects %d of %d cases (%v)", len(got), len(all), err)
+	if got, err := selectCases(all, "pull,run,probe"); err != nil || len(got) != len(all) {
+		t.Errorf("pull,run,probe selects %d of %d cases (%v)", len(got), len(all), err)
 	}
 	for _, bad := range []string{"boot", "", ","} {
 		if _, err := selectCases(all, bad); err == nil {
@@ -178,8 +179,8 @@ func TestGroups(t *testing.T) {
 		if !slices.Contains(groups, c.group) {
 			t.Errorf("case %s: group %q is not one of %v", c.id, c.group, groups)
 		}
-		if c.group == "run" && (!c.short || c.setup == nil) {
-			t.Errorf("case %s: run cases are short and set the store up", c.id)
+		if (c.group == "run" || c.group == "probe") && (!c.short || c.setup == nil) {
+			t.Errorf("case %s: run and probe cases are short and set the store up", c.id)
 		}
 	}
 }
@@ -281,5 +282,50 @@ func TestBootFloorFails(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Error("bootFloor took until the deadline")
+	}
+}
+
+func TestProbeReport(t *testing.T) {
+	dir := t.TempDir()
+	write := func(doc string) string {
+		p := filepath.Join(dir, "r.json")
+		if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := `{"probe":"pkgprobe","image":"debian-bookworm","result":"passed","seconds":0.5,"steps":[
+{"kind":"image","name":"debian-bookworm","result":"passed","seconds":0.01},
+{"kind":"boot","name":"m","result":"passed","seconds":0.25},
+{"kind":"unit","name":"systemd-journald","result":"passed","seconds":0.1},
+{"kind":"teardown","name":"m","result":"passed","seconds":0.05}]}`
+	rep, err := readProbeReport(write(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := time.Millisecond
+	want := map[string]time.Duration{"image": 10 * ms, "boot": 250 * ms, "exec": 100 * ms, "stop": 50 * ms}
+	got := probePhases(rep)
+	for k, d := range got {
+		got[k] = d.Round(ms)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("probePhases = %v, want %v", got, want)
+	}
+	for _, bad := range []string{
+		strings.Replace(good, `"result":"passed","seconds":0.5`, `"result":"failed","seconds":0.5`, 1),
+		strings.Replace(good, `"systemd-journald"`, `"webfs"`, 1),
+		strings.Replace(good, `"kind":"unit"`, `"kind":"network"`, 1),
+		`{"result":"passed","steps":[]}`,
+		`not json`,
+	} {
+		if _, err := readProbeReport(write(bad)); err == nil {
+			t.Errorf("readProbeReport accepts %s", bad)
+		}
+	}
+	for id := range references {
+		if !slices.ContainsFunc(cases(), func(c benchCase) bool { return c.id == id }) {
+			t.Errorf("reference for %q, a case that does not exist", id)
+		}
 	}
 }

@@ -29,8 +29,10 @@ import (
 // racker, from its --verbose log: boot (nspawn until READY=1, then the
 // container's D-Bus connected), stop (poweroff until nspawn exited), and
 // other: the rest of the wall time (process start, store lookup, true run
-// over D-Bus, exit).
-var phaseNames = []string{"boot", "exec", "stop", "other"}
+// over D-Bus, exit). For postroj pkgprobe, from its JSON report: image
+// (finding the prepared image), boot, exec (the unit check), stop
+// (teardown) and other (the rest).
+var phaseNames = []string{"image", "boot", "exec", "stop", "other"}
 
 // runStore is the store the run group's cases share.
 type runStore struct {
@@ -145,10 +147,16 @@ func rackerPhases(log string) map[string]time.Duration {
 	return phases
 }
 
-// checkNoContainers checks that racker left no container state behind
-// (containers/NAME directories).
-func checkNoContainers(_ context.Context, e *env, _ string) error {
-	entries, err := os.ReadDir(filepath.Join(e.run.root, "containers"))
+// checkRunContainers checks that racker left no container state behind in
+// the run group's store.
+func checkRunContainers(_ context.Context, e *env, _ string) error {
+	return checkNoContainers(e.run.root)
+}
+
+// checkNoContainers checks that no container state is left in the store at
+// root (containers/NAME directories).
+func checkNoContainers(root string) error {
+	entries, err := os.ReadDir(filepath.Join(root, "containers"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -162,7 +170,7 @@ func checkNoContainers(_ context.Context, e *env, _ string) error {
 		}
 	}
 	if len(names) > 0 {
-		return fmt.Errorf("containers left in %s: %s", e.run.root, strings.Join(names, " "))
+		return fmt.Errorf("containers left in %s: %s", root, strings.Join(names, " "))
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ import (
 // Only run is timed; everything else prepares or checks.
 type benchCase struct {
 	id    string   // for -cases, targets and the JSON report
-	group string   // "pull" or "run", also for -cases
+	group string   // "pull", "run" or "probe", also for -cases
 	name  string   // for people
 	cmd   string   // what run does, in shell terms, for the report
 	needs []string // programs that must be on PATH
@@ -40,17 +40,23 @@ type benchCase struct {
 
 // env is what cases share: the registry, the image and the tools.
 type env struct {
-	racker   string    // absolute path of the racker binary
-	ref      string    // ADDR/library/debian:bookworm-slim, a manifest list
-	layer    string    // the image's one gzip layer blob, as the registry serves it
-	work     string    // scratch space; cases may keep state in work/<id>
-	rackerUp string    // the store the up-to-date case pulls into
-	run      *runStore // the run group's store, once setupRunStore made it
-	stdout   io.Writer // for setups to say what takes long
+	racker   string // absolute path of the racker binary
+	postroj  string // absolute path of the postroj binary ("" unless the probe group runs)
+	registry string // the loopback registry's HOST:PORT
+	// registryLog is the registry's log, with a line per request.
+	registryLog string
+	ref         string      // ADDR/library/debian:bookworm-slim, a manifest list
+	digest      string      // the digest of the image REF resolves to on this machine
+	layer       string      // the image's one gzip layer blob, as the registry serves it
+	work        string      // scratch space; cases may keep state in work/<id>
+	rackerUp    string      // the store the up-to-date case pulls into
+	run         *runStore   // the run group's store, once setupRunStore made it
+	probe       *probeStore // the probe group's store, once setupProbeStore made it
+	stdout      io.Writer   // for setups to say what takes long
 }
 
 // groups are the values of benchCase.group, in the order of the table.
-var groups = []string{"pull", "run"}
+var groups = []string{"pull", "run", "probe"}
 
 // cases is the table of everything the benchmark measures. Targets refer to
 // cases by id. Adding a comparison is adding an entry.
@@ -146,7 +152,7 @@ func cases() []benchCase {
 			run: func(ctx context.Context, e *env, r *runner, _ string) error {
 				return rackerRun(ctx, e, r, true)
 			},
-			check: checkNoContainers,
+			check: checkRunContainers,
 		},
 		{
 			id:    "nspawn-boot",
@@ -170,7 +176,7 @@ func cases() []benchCase {
 			run: func(ctx context.Context, e *env, r *runner, _ string) error {
 				return rackerRun(ctx, e, r, true, "--fast-boot=false")
 			},
-			check: checkNoContainers,
+			check: checkRunContainers,
 		},
 		{
 			id:    "nspawn-boot-nomask",
@@ -194,7 +200,7 @@ func cases() []benchCase {
 			run: func(ctx context.Context, e *env, r *runner, _ string) error {
 				return rackerRun(ctx, e, r, false, "--boot=never")
 			},
-			check: checkNoContainers,
+			check: checkRunContainers,
 		},
 		{
 			id:    "nspawn-noboot",
@@ -210,6 +216,33 @@ func cases() []benchCase {
 				_, err := r.exec(ctx, "systemd-nspawn", "--register=no", "--keep-unit", "--volatile=overlay",
 					"-D", e.run.base, "--machine="+name, "true")
 				return err
+			},
+		},
+
+		// The probe group: postroj, then the floor, on the tree postroj boots.
+		{
+			id:    "postroj-pkgprobe",
+			group: "probe",
+			name:  "postroj pkgprobe (warm)",
+			cmd: "RACKER_REGISTRY_MIRRORS=docker.io=REGISTRY postroj --root STORE pkgprobe --image=debian-bookworm --check-unit=systemd-journald " +
+				"--report=DIR/probe.json (image pulled and prepared by postroj pull; the report gives the phases)",
+			short: true,
+			setup: setupProbeStore,
+			run:   postrojProbe,
+			check: func(_ context.Context, e *env, _ string) error {
+				return checkNoContainers(e.probe.root)
+			},
+		},
+		{
+			id:    "probe-floor",
+			group: "probe",
+			name:  "nspawn boot+true (floor, masked, postroj's tree)",
+			cmd:   "as nspawn-boot, on the prepared root filesystem postroj pkgprobe boots",
+			needs: []string{"systemd-nspawn", "nsenter"},
+			short: true,
+			setup: setupProbeStore,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return bootFloor(ctx, r, dir, e.probe.prepared, maskedUnits())
 			},
 		},
 	}
@@ -273,6 +306,7 @@ var targets = []target{
 	{name: "racker run / nspawn boot floor, masked (wall, median)", caseID: "racker-run", over: "nspawn-boot", maxRatio: 1.15},
 	{name: "racker run / nspawn boot floor, unmasked (wall, median)", caseID: "racker-run-nomask", over: "nspawn-boot-nomask", maxRatio: 1.15},
 	{name: "racker run --boot=never / nspawn true (wall, median)", caseID: "racker-run-noboot", over: "nspawn-noboot", maxRatio: 1.3},
+	{name: "postroj pkgprobe / nspawn boot floor, masked (wall, median)", caseID: "postroj-pkgprobe", over: "probe-floor", maxRatio: 1.2},
 }
 
 // comparison is a figure reported without a limit: a phase (or, with

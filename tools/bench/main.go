@@ -3,14 +3,14 @@
 // against the project's targets. `make bench` runs it:
 //
 //	go run ./tools/bench [-n 5] [-warmup 1] [-short-reps 4] [-json FILE] [-racker bin/racker]
-//	                     [-cases pull,run|ID,...] [-dir /var/tmp] [-keep-outputs]
+//	                     [-postroj bin/postroj] [-cases pull,run,probe|ID,...] [-dir /var/tmp] [-keep-outputs]
 //
 // The registry (internal/testregistry) serves debian:bookworm-slim as Docker
 // Hub does, a manifest list, whose image is one gzip layer of about 60 MB,
 // 170 MB unpacked, built by mmdebstrap and cached like the tests' (the first
 // run builds it: about 40 s). Every case runs once per round, in the order of
 // the table in cases.go, for -n rounds after -warmup rounds that are not
-// counted; short cases (the run group) run -short-reps times per round,
+// counted; short cases (the run and probe groups) run -short-reps times per round,
 // interleaved among themselves. Output trees go to a fresh directory each
 // time and are removed, and the disk synced, between runs, untimed (with
 // -keep-outputs, removed at the end instead). Caches are not dropped: the
@@ -19,7 +19,7 @@
 // and warns about ext4 without a journal, where creating files right after
 // deleting others is slow.
 //
-// Two groups of cases, chosen with -cases (group names and case IDs mix):
+// Three groups of cases, chosen with -cases (group names and case IDs mix):
 //
 //   - pull: racker pull, cold and up to date, against skopeo copy + umoci
 //     unpack and the gzip | tar floor;
@@ -29,7 +29,12 @@
 //     --fast-boot, systemd.mask= on init's command line) and without; and
 //     racker run --boot=never against systemd-nspawn ... true. A setup step
 //     pulls and prepares the image once (apt-get from Debian's mirror: about
-//     10-20 s).
+//     10-20 s);
+//   - probe: a warm postroj pkgprobe --image=debian-bookworm
+//     --check-unit=systemd-journald against the masked boot floor on the
+//     tree it boots, which a setup step makes with postroj pull (docker.io
+//     mirrored by the loopback registry) and checks: the registry's image,
+//     and a probe sends the registry no request.
 //
 // It exits 0 when every case ran and its output checked out, whether or not
 // targets were met (MISS lines say so), 1 when something failed, 2 on bad
@@ -67,6 +72,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.warmup, "warmup", 1, "unmeasured `rounds` first, to warm caches and check that every case works")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to `FILE`")
 	fs.StringVar(&o.racker, "racker", "bin/racker", "the racker `binary` to measure")
+	fs.StringVar(&o.postroj, "postroj", "bin/postroj", "the postroj `binary` to measure (the probe group)")
 	fs.StringVar(&o.parent, "dir", "/var/tmp", "make the scratch directory (registry, output trees) in `DIR`; it is removed at the end")
 	fs.BoolVar(&o.keepOutputs, "keep-outputs", false, "remove output trees only at the end, not after each run (needs about 250 MB per run): no case then creates files\nright after the previous one deleted as many, which ext4 without a journal makes slow")
 	caseList := fs.String("cases", strings.Join(groups, ","), "comma-separated groups ("+strings.Join(groups, ", ")+") and case `IDs` to run")
@@ -140,6 +146,7 @@ type options struct {
 	shortReps      int
 	jsonPath       string
 	racker         string
+	postroj        string
 	parent         string
 	keepOutputs    bool
 	stdout, stderr io.Writer
@@ -152,6 +159,16 @@ func bench(ctx context.Context, o options) error {
 	}
 	if _, err := os.Stat(o.racker); err != nil {
 		return fmt.Errorf("racker binary: %w (build it with make build)", err)
+	}
+	if slices.ContainsFunc(o.cases, func(c benchCase) bool { return c.group == "probe" }) {
+		if o.postroj, err = filepath.Abs(o.postroj); err != nil {
+			return err
+		}
+		if _, err := os.Stat(o.postroj); err != nil {
+			return fmt.Errorf("postroj binary: %w (build it with make build)", err)
+		}
+	} else {
+		o.postroj = ""
 	}
 	for _, c := range o.cases {
 		for _, prog := range c.needs {
@@ -181,7 +198,8 @@ func bench(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	e := &env{racker: o.racker, ref: img.Ref, layer: img.Layer.Path, work: work, stdout: o.stdout}
+	e := &env{racker: o.racker, postroj: o.postroj, registry: srv.Addr(), registryLog: srv.LogPath(),
+		ref: img.Ref, digest: img.Digest.String(), layer: img.Layer.Path, work: work, stdout: o.stdout}
 	rep := newReport(o, work, img)
 	fmt.Fprintf(o.stdout, "Image %s: a manifest list; layer %.1f MB gzip, %.1f MB tar.\n",
 		img.Ref, mb(img.Layer.Info.Size), mb(img.Layer.Info.UncompressedSize))
@@ -248,7 +266,7 @@ func bench(ctx context.Context, o options) error {
 	for i, c := range o.cases {
 		rep.addCase(c, samples[i])
 	}
-	if slices.ContainsFunc(o.cases, func(c benchCase) bool { return c.group == "run" }) {
+	if slices.ContainsFunc(o.cases, func(c benchCase) bool { return c.group == "run" || c.group == "probe" }) {
 		rep.MaskedUnits = maskedUnits()
 	}
 	rep.checkTargets(targets)

@@ -24,6 +24,7 @@ type sample struct {
 
 // runner runs a case's commands and adds up what they cost.
 type runner struct {
+	env    []string // the commands' environment; nil: the bench's own
 	cpu    time.Duration
 	maxRSS int64
 	phases map[string]time.Duration
@@ -62,6 +63,7 @@ func (r *runner) exec2(ctx context.Context, name string, args ...string) (string
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
+	cmd.Env = r.env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr

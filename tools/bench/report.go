@@ -77,6 +77,9 @@ type caseRes struct {
 	// medians.
 	PhaseSeconds       map[string][]float64 `json:"phaseSeconds,omitempty"`
 	PhaseMedianSeconds map[string]float64   `json:"phaseMedianSeconds,omitempty"`
+	// Reference is what another tool reported for the same work on
+	// another machine: for information, not a target.
+	Reference *reference `json:"reference,omitempty"`
 
 	sum summary
 }
@@ -144,6 +147,9 @@ func (r *report) addCase(c benchCase, samples []sample) {
 		MedianSeconds: s.Median.Seconds(), MinSeconds: s.Min.Seconds(), MaxSeconds: s.Max.Seconds(),
 		CPUMedianSeconds: s.CPUMedian.Seconds(), PeakRSSBytes: s.PeakRSS,
 		sum: s,
+	}
+	if ref, ok := references[c.id]; ok {
+		res.Reference = &ref
 	}
 	for _, x := range samples {
 		res.WallSeconds = append(res.WallSeconds, x.Wall.Seconds())
@@ -239,12 +245,29 @@ func pairedRatio(a, b []float64) float64 {
 
 func (r *report) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "case\twall median\tmin\tmax\tCPU median\tpeak RSS\t")
+	refs := slices.ContainsFunc(r.Cases, func(c caseRes) bool { return c.Reference != nil })
+	fmt.Fprint(tw, "case\twall median\t")
+	if refs {
+		fmt.Fprint(tw, "reference\t")
+	}
+	fmt.Fprintln(tw, "min\tmax\tCPU median\tpeak RSS\t")
 	for _, c := range r.Cases {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", c.Name, seconds(c.sum.Median), seconds(c.sum.Min), seconds(c.sum.Max),
-			seconds(c.sum.CPUMedian), mib(c.PeakRSSBytes))
+		fmt.Fprintf(tw, "%s\t%s\t", c.Name, seconds(c.sum.Median))
+		if refs {
+			if c.Reference != nil {
+				fmt.Fprintf(tw, "(%.3fs)\t", c.Reference.Seconds)
+			} else {
+				fmt.Fprint(tw, "\t")
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", seconds(c.sum.Min), seconds(c.sum.Max), seconds(c.sum.CPUMedian), mib(c.PeakRSSBytes))
 	}
 	tw.Flush()
+	for _, c := range r.Cases {
+		if c.Reference != nil {
+			fmt.Fprintf(w, "reference for %s: %.3fs, %s; for information only, not a target.\n", c.Name, c.Reference.Seconds, c.Reference.Source)
+		}
+	}
 	r.printPhases(w)
 	if len(r.Comparisons) > 0 {
 		fmt.Fprintf(w, "\nMasking %d units (racker's --fast-boot; no limit, for information):\n", len(r.MaskedUnits))
@@ -315,7 +338,9 @@ func (r *report) printPhases(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "boot: until READY=1 (racker: and its D-Bus connection); exec: nsenter true; stop: poweroff until nspawn exited;\n"+
-		"other: racker's process start, store lookup, true run over D-Bus, exit (wall - boot - stop).")
+		"other: racker's process start, store lookup, true run over D-Bus, exit (wall - boot - stop).\n"+
+		"postroj pkgprobe, from its report's steps: image: finding the prepared image; boot; exec: enabling, starting and\n"+
+		"watching the unit; stop: teardown; other: the rest of the wall time (process start, reports, exit).")
 }
 
 func (r *report) write(path string) error {
