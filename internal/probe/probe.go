@@ -453,7 +453,7 @@ func (p *Prober) unit(ctx context.Context, m machine, u string, timeout time.Dur
 	if o.Ready {
 		summary := o.State.String()
 		if len(o.Seen) > 1 {
-			summary = fmt.Sprintf("%s after %s (%s)", summary, o.Waited.Round(100*time.Millisecond), strings.Join(o.Seen, " -> "))
+			summary = fmt.Sprintf("%s after %.1fs (%s)", summary, o.Waited.Seconds(), strings.Join(o.Seen, " -> "))
 		}
 		s.end(Passed, summary)
 		return nil
