@@ -18,7 +18,7 @@ func rmiCommand() *cli.Command {
 			if c.NArg() == 0 {
 				return usagef("rmi needs at least one IMAGE")
 			}
-			st, err := openStore(c)
+			rt, err := runtime(c)
 			if err != nil {
 				return err
 			}
@@ -29,7 +29,7 @@ func rmiCommand() *cli.Command {
 					errs = append(errs, err)
 					continue
 				}
-				img, deleted, err := st.Remove(c.Context, ref)
+				img, deleted, err := rt.RemoveImage(c.Context, ref)
 				if err != nil {
 					errs = append(errs, err)
 					continue

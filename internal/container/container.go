@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -325,4 +326,33 @@ func canBoot(rootfs string) bool {
 	}
 	_, err := image.DetectPackageManager(rootfs)
 	return err == nil
+}
+
+// ErrImageInUse is returned by RemoveImage for an image that running
+// containers were booted from.
+var ErrImageInUse = errors.New("image is in use by running containers")
+
+// RemoveImage removes ref from the store (see image.Store.Remove), but
+// refuses while a running container uses the image's trees: deleting them
+// would pull the root filesystem from under it.
+func (r *Runtime) RemoveImage(ctx context.Context, ref image.Reference) (img image.Image, deleted bool, err error) {
+	img, err = r.Store.Lookup(ref)
+	if err != nil {
+		return img, false, err
+	}
+	running, err := nspawn.List(r.stateDir())
+	if err != nil {
+		return img, false, err
+	}
+	dir := filepath.Dir(img.RootFS) + string(filepath.Separator)
+	var users []string
+	for _, c := range running {
+		if strings.HasPrefix(c.RootFS, dir) {
+			users = append(users, c.Name)
+		}
+	}
+	if len(users) > 0 {
+		return img, false, fmt.Errorf("removing %s: %w: %s (stop them first)", ref, ErrImageInUse, strings.Join(users, ", "))
+	}
+	return r.Store.Remove(ctx, ref)
 }
