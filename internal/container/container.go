@@ -105,11 +105,18 @@ func (r *Runtime) Image(ctx context.Context, ref string, policy PullPolicy, opts
 	}
 	if policy != PullAlways {
 		img, err := r.Store.Lookup(pr)
-		if err == nil || !errors.Is(err, image.ErrNotFound) {
+		switch {
+		case err == nil && (opts.Platform == nil || img.MatchesPlatform(*opts.Platform)):
+			return img, nil
+		case err != nil && !errors.Is(err, image.ErrNotFound):
 			return img, err
 		}
 		if policy == PullNever {
-			return image.Image{}, fmt.Errorf("%s is not in the store and --pull=never was given", pr)
+			what := ""
+			if opts.Platform != nil {
+				what = " for " + image.PlatformString(*opts.Platform)
+			}
+			return image.Image{}, fmt.Errorf("%s is not in the store%s and --pull=never was given", pr, what)
 		}
 	}
 	t0 := time.Now()

@@ -118,7 +118,7 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 	}
 	// A digest reference that is stored needs no network at all.
 	if ref.Digest() != "" {
-		if img, err := s.Lookup(ref); err == nil && (!explicit || img.Platform == platformString(platform)) {
+		if img, err := s.Lookup(ref); err == nil && (!explicit || img.Platform == PlatformString(platform)) {
 			return PullResult{Image: img, UpToDate: true}, nil
 		}
 	}
@@ -129,7 +129,7 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 		return PullResult{}, err
 	}
 	if rr, err := s.readRef(ref.String()); err == nil && (rr.Index == top.Digest.String() || rr.Digest == top.Digest.String()) &&
-		(!explicit || rr.Platform == platformString(platform)) {
+		(!explicit || rr.Platform == PlatformString(platform)) {
 		if img, err := s.image(rr); err == nil {
 			s.Logger.Info("image is up to date", "ref", ref.String(), "digest", img.Digest, "took", time.Since(t0))
 			return PullResult{Image: img, UpToDate: true}, nil
@@ -152,15 +152,15 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 	if err != nil {
 		return PullResult{}, fmt.Errorf("reading image config: %w", err)
 	}
-	pl := platformString(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})
+	pl := PlatformString(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})
 	if cfg.OS != "linux" {
 		return PullResult{}, fmt.Errorf("%w: image is for %q, only linux images can run", ErrPlatform, pl)
 	}
 	if explicit && !platformMatches(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}, platform) {
-		return PullResult{}, fmt.Errorf("%w: image is %s, not %s", ErrPlatform, pl, platformString(platform))
+		return PullResult{}, fmt.Errorf("%w: image is %s, not %s", ErrPlatform, pl, PlatformString(platform))
 	}
 	if !explicit && !platformMatches(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}, platform) {
-		s.Logger.Warn("image platform does not match the host", "image", pl, "host", platformString(platform))
+		s.Logger.Warn("image platform does not match the host", "image", pl, "host", PlatformString(platform))
 	}
 
 	rr := refRecord{Reference: ref.String(), Digest: digest.String(), Index: index, Platform: pl}
@@ -250,7 +250,15 @@ func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions) (name
 	return nil, nil, last
 }
 
-func platformString(p v1.Platform) string {
+
+// MatchesPlatform reports whether the stored image runs as platform p.
+func (img Image) MatchesPlatform(p v1.Platform) bool {
+	have, err := ParsePlatform(img.Platform)
+	return err == nil && platformMatches(*have, p)
+}
+
+// PlatformString renders p as os/arch[/variant].
+func PlatformString(p v1.Platform) string {
 	s := p.OS + "/" + p.Architecture
 	if p.Variant != "" {
 		s += "/" + p.Variant
@@ -303,10 +311,10 @@ func pickPlatform(desc *remote.Descriptor, platform v1.Platform, explicit bool) 
 				return img, desc.Digest.String(), err
 			}
 			if m.Platform.OS != "unknown" {
-				have = append(have, platformString(*m.Platform))
+				have = append(have, PlatformString(*m.Platform))
 			}
 		}
-		return nil, "", fmt.Errorf("%w: no %s image in the index (it has: %s)", ErrPlatform, platformString(platform), strings.Join(have, ", "))
+		return nil, "", fmt.Errorf("%w: no %s image in the index (it has: %s)", ErrPlatform, PlatformString(platform), strings.Join(have, ", "))
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		return img, "", err

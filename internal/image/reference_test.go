@@ -94,7 +94,7 @@ func TestLoopbackHost(t *testing.T) {
 
 func TestPlatform(t *testing.T) {
 	p, err := ParsePlatform("linux/arm/v7")
-	if err != nil || platformString(*p) != "linux/arm/v7" {
+	if err != nil || PlatformString(*p) != "linux/arm/v7" {
 		t.Fatalf("ParsePlatform: %v %v", p, err)
 	}
 	for _, bad := range []string{"linux", "/amd64", "linux/", "a/b/c/d"} {
