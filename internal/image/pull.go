@@ -250,7 +250,6 @@ func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions) (name
 	return nil, nil, last
 }
 
-
 // MatchesPlatform reports whether the stored image runs as platform p.
 func (img Image) MatchesPlatform(p v1.Platform) bool {
 	have, err := ParsePlatform(img.Platform)
