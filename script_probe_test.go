@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -19,9 +18,9 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
-	"golang.org/x/sys/unix"
 
 	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/nspawn"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
@@ -104,7 +103,7 @@ func cmdCuratedstore(ts *testscript.TestScript, neg bool, args []string) {
 func copyTemplate(dir, dest string) error {
 	ctx, cancel := commandContext()
 	defer cancel()
-	unlock, err := flockWait(ctx, dir+".lock")
+	unlock, err := flock.Lock(ctx, dir+".lock", nil)
 	if err != nil {
 		return err
 	}
@@ -130,7 +129,7 @@ func curatedTemplateStore(name string) (string, error) {
 	dir := filepath.Join(base, name+"-"+hex.EncodeToString(sum[:4]))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	unlock, err := flockWait(ctx, dir+".lock")
+	unlock, err := flock.Lock(ctx, dir+".lock", nil)
 	if err != nil {
 		return "", err
 	}
@@ -165,30 +164,6 @@ func curatedTemplateStore(name string) (string, error) {
 	}
 	os.RemoveAll(tmp)
 	return dir, os.WriteFile(stamp, []byte(time.Now().Format(time.RFC3339)+"\n"), 0o644)
-}
-
-// flockWait takes an exclusive lock on the file p, waiting until ctx ends.
-func flockWait(ctx context.Context, p string) (func(), error) {
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for the lock %s: %w", p, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 // debimage [-include PKG,PKG...] SUITE REF

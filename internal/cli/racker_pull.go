@@ -43,9 +43,10 @@ func pullCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			var pr *progress
 			if !c.Bool("quiet") {
 				live := !c.Bool("verbose") && term.IsTerminal(int(os.Stderr.Fd())) && c.App.ErrWriter == os.Stderr
-				pr := newProgress(c.App.ErrWriter, live)
+				pr = newProgress(c.App.ErrWriter, live)
 				defer pr.Stop()
 				opts.Progress = pr
 			}
@@ -53,8 +54,8 @@ func pullCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if opts.Progress != nil {
-				opts.Progress.(*progress).Stop()
+			if pr != nil {
+				pr.Stop() // the live display ends before the summary line
 			}
 			status := "Pulled"
 			if res.UpToDate {

@@ -70,8 +70,6 @@ type Options struct {
 	// Status, if set, receives one-line notices of slow steps (preparing
 	// an image) so that they do not look hung.
 	Status io.Writer
-	// Progress is told about pulls.
-	Logger *slog.Logger
 }
 
 // Runtime runs containers from one image store.

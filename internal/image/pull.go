@@ -458,9 +458,8 @@ func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.Co
 	if err := os.WriteFile(filepath.Join(work, "image.json"), b, 0o600); err != nil {
 		return err
 	}
-	for _, sp := range spools {
-		sp.close()
-	}
+	// Every spool was closed (and its file removed) once its layer was
+	// applied, so only the image moves.
 	if err := os.Rename(work, s.imageDir(rr.Digest)); err != nil {
 		return fmt.Errorf("activating image: %w", err)
 	}

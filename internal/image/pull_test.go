@@ -173,6 +173,9 @@ func TestPullUnpacksAndIsUpToDate(t *testing.T) {
 		t.Errorf("whiteout not applied: %v", err)
 	}
 	assertTmpEmpty(t, st)
+	if entries, _ := os.ReadDir(filepath.Dir(rootfs)); len(entries) != 2 {
+		t.Errorf("image directory holds %v, want image.json and rootfs only", entries)
+	}
 	fi, err := os.Stat(st.Root)
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("store root mode = %v, %v; want 0700", fi.Mode(), err)
