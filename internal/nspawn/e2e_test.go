@@ -112,7 +112,7 @@ func assertGone(t *testing.T, stateDir string, tr trace) {
 			continue
 		}
 		for _, line := range strings.Split(string(mi), "\n") {
-			if strings.Contains(line, tr.name) || strings.Contains(line, "racker-test/nspawn") {
+			if strings.Contains(line, tr.name) || strings.Contains(line, testCache()) {
 				t.Errorf("mount left in /proc/%s/mountinfo: %s", pid, line)
 			}
 		}

@@ -1,7 +1,6 @@
 package nspawn
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,19 +12,23 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/racker-postroj/racker/internal/testenv"
 )
 
 // End-to-end tests boot real containers. They need root, systemd-nspawn,
-// nsenter and (for a cold cache) mmdebstrap with a reachable Debian mirror.
-// Without them they skip, unless RACKER_E2E=1, where a missing
-// prerequisite fails the run.
+// nsenter and (for a cold cache) mmdebstrap with a reachable Debian mirror
+// ($RACKER_TEST_MIRROR, see testenv.Mirror). Without them they skip, unless
+// RACKER_E2E=1, where a missing prerequisite fails the run. Built trees are
+// cached under $RACKER_TEST_CACHE/nspawn (see testenv.CacheDir).
 
-const testCache = "/var/cache/racker-test/nspawn"
+// testCache is where built root filesystems are kept.
+func testCache() string { return filepath.Join(testenv.CacheDir(), "nspawn") }
 
 // requireE2E skips or fails t when the end-to-end prerequisites are missing.
 func requireE2E(t testing.TB) {
 	t.Helper()
-	if testing.Short() && os.Getenv("RACKER_E2E") != "1" {
+	if testing.Short() && !testenv.E2E() {
 		t.Skip("end-to-end test skipped in -short mode")
 	}
 	var missing []string
@@ -38,56 +41,19 @@ func requireE2E(t testing.TB) {
 		}
 	}
 	if len(missing) > 0 {
-		if os.Getenv("RACKER_E2E") == "1" {
-			t.Fatalf("RACKER_E2E=1 but missing: %s", strings.Join(missing, ", "))
-		}
-		t.Skipf("missing: %s (set RACKER_E2E=1 to make this a failure)", strings.Join(missing, ", "))
+		testenv.Missing(t, strings.Join(missing, ", "), "")
 	}
-}
-
-// debianMirror is the mirror mmdebstrap uses: $RACKER_DEBIAN_MIRROR, else the
-// first Debian URI configured for apt, else deb.debian.org.
-func debianMirror() string {
-	if m := os.Getenv("RACKER_DEBIAN_MIRROR"); m != "" {
-		return m
-	}
-	files, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(line, "URIs:"); ok {
-				for _, u := range strings.Fields(v) {
-					if strings.HasSuffix(strings.TrimRight(u, "/"), "/debian") {
-						return u
-					}
-				}
-			}
-		}
-	}
-	if f, err := os.Open("/etc/apt/sources.list"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if fs := strings.Fields(sc.Text()); len(fs) >= 3 && fs[0] == "deb" && strings.HasSuffix(strings.TrimRight(fs[1], "/"), "/debian") {
-				return fs[1]
-			}
-		}
-	}
-	return "http://deb.debian.org/debian"
 }
 
 // testRootFS returns a bootable Debian 12 root filesystem, built once with
-// mmdebstrap and cached under testCache by recipe; with masked, a copy with
+// mmdebstrap and cached under testCache() by recipe; with masked, a copy with
 // DefaultMaskedUnits masked. Tests must not write to it.
 func testRootFS(t testing.TB, masked bool) string {
 	t.Helper()
 	requireE2E(t)
 	base := cachedTree(t, []string{"mmdebstrap", "--variant=minbase", "--include=systemd,dbus,systemd-sysv", "bookworm"},
 		func(dir string) error {
-			args := []string{"mmdebstrap", "--quiet", "--variant=minbase", "--include=systemd,dbus,systemd-sysv", "bookworm", dir, debianMirror()}
+			args := []string{"mmdebstrap", "--quiet", "--variant=minbase", "--include=systemd,dbus,systemd-sysv", "bookworm", dir, testenv.Mirror("bookworm")}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			out, err := command(ctx, args...).CombinedOutput()
@@ -115,18 +81,19 @@ func maskedRootFS(t testing.TB, base string, units []string) string {
 	})
 }
 
-// cachedTree returns testCache/HASH/rootfs for recipe, building it with
+// cachedTree returns testCache()/HASH/rootfs for recipe, building it with
 // build (into a directory that does not exist yet) under a lock if missing.
 func cachedTree(t testing.TB, recipe []string, build func(dir string) error) string {
 	t.Helper()
 	sum := sha256.Sum256([]byte(strings.Join(recipe, "\x00")))
 	key := hex.EncodeToString(sum[:8])
-	final := filepath.Join(testCache, key)
+	cache := testCache()
+	final := filepath.Join(cache, key)
 	rootfs := filepath.Join(final, "rootfs")
 	if _, err := os.Stat(rootfs); err == nil {
 		return rootfs
 	}
-	if err := os.MkdirAll(testCache, 0o700); err != nil {
+	if err := os.MkdirAll(cache, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	lock, err := os.OpenFile(final+".lock", os.O_RDWR|os.O_CREATE, 0o600)
@@ -141,12 +108,9 @@ func cachedTree(t testing.TB, recipe []string, build func(dir string) error) str
 		return rootfs // built by another process while we waited
 	}
 	if _, err := exec.LookPath(recipe[0]); recipe[0] == "mmdebstrap" && err != nil {
-		if os.Getenv("RACKER_E2E") == "1" {
-			t.Fatalf("RACKER_E2E=1 but mmdebstrap is missing to build the test root filesystem")
-		}
-		t.Skip("mmdebstrap is missing to build the test root filesystem")
+		testenv.Missing(t, "mmdebstrap to build the test root filesystem", "apt-get install mmdebstrap")
 	}
-	tmp, err := os.MkdirTemp(testCache, key+".tmp-")
+	tmp, err := os.MkdirTemp(cache, key+".tmp-")
 	if err != nil {
 		t.Fatal(err)
 	}

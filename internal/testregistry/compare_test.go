@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/racker-postroj/racker/internal/testenv"
 )
 
 // untar extracts r into dir with GNU tar as root: owners, modes with setuid,
@@ -166,7 +167,7 @@ func TestCompareDebian(t *testing.T) {
 		need(t, "mmdebstrap")
 	}
 	ctx := testContext(t)
-	layer, err := (&Cache{Dir: DefaultCacheDir()}).Layer(ctx, BookwormSlim)
+	layer, err := (&Cache{Dir: testenv.CacheDir()}).Layer(ctx, BookwormSlim)
 	if err != nil {
 		t.Fatal(err)
 	}

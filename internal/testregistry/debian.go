@@ -23,7 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/flock"
-	"golang.org/x/sys/unix"
+	"github.com/racker-postroj/racker/internal/testenv"
 )
 
 // ErrNoMmdebstrap means a root filesystem is not cached and mmdebstrap,
@@ -48,27 +48,10 @@ var BookwormSlim = Recipe{Suite: "bookworm", Variant: "minbase"}
 // gzip-compressed layer, so later runs, and other test processes running at
 // the same time, reuse it without the network.
 type Cache struct {
-	// Dir holds the cached layers; see DefaultCacheDir.
+	// Dir holds the cached layers, usually testenv.CacheDir().
 	Dir string
 	// Logger, when set, reports builds.
 	Logger *slog.Logger
-}
-
-// DefaultCacheDir returns $RACKER_TEST_CACHE if set, else
-// /var/cache/racker-test if it is writable or can be created, else
-// racker-test under the user's cache directory.
-func DefaultCacheDir() string {
-	if dir := os.Getenv("RACKER_TEST_CACHE"); dir != "" {
-		return dir
-	}
-	const system = "/var/cache/racker-test"
-	if err := os.MkdirAll(system, 0o755); err == nil && unix.Access(system, unix.W_OK) == nil {
-		return system
-	}
-	if dir, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(dir, "racker-test")
-	}
-	return filepath.Join(os.TempDir(), "racker-test")
 }
 
 // LayerInfo describes a cached layer.
@@ -172,7 +155,7 @@ func resolve(ctx context.Context, r Recipe) (ResolvedRecipe, error) {
 		k.Include = []string{}
 	}
 	if k.Mirror == "" {
-		k.Mirror = Mirror(r.Suite)
+		k.Mirror = testenv.Mirror(r.Suite)
 	}
 	if k.Arch == "" {
 		k.Arch = curated.DebianArch(runtime.GOARCH)
@@ -320,93 +303,4 @@ func openCached(dir string) (*FileLayer, error) {
 		return nil, fmt.Errorf("%s: %d bytes, want %d", path, st.Size(), info.Size)
 	}
 	return &FileLayer{Path: path, Info: info, Type: types.DockerLayer}, nil
-}
-
-// Mirror returns the Debian mirror that this machine's apt uses for suite:
-// $RACKER_TEST_MIRROR if set, else the first URI in /etc/apt/sources.list or
-// /etc/apt/sources.list.d/*.{list,sources} that serves suite, else the first
-// that looks like a Debian archive, else http://deb.debian.org/debian.
-func Mirror(suite string) string {
-	if m := os.Getenv("RACKER_TEST_MIRROR"); m != "" {
-		return m
-	}
-	files := []string{"/etc/apt/sources.list"}
-	for _, pattern := range []string{"*.list", "*.sources"} {
-		more, _ := filepath.Glob(filepath.Join("/etc/apt/sources.list.d", pattern))
-		files = append(files, more...)
-	}
-	var fallback string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, src := range parseSources(f, string(data)) {
-			if !strings.Contains(src.uri, "debian") || strings.Contains(src.uri, "security") {
-				continue
-			}
-			if slices.Contains(src.suites, suite) {
-				return src.uri
-			}
-			if fallback == "" {
-				fallback = src.uri
-			}
-		}
-	}
-	if fallback != "" {
-		return fallback
-	}
-	return "http://deb.debian.org/debian"
-}
-
-type aptSource struct {
-	uri    string
-	suites []string
-}
-
-// parseSources reads both the one-line format (*.list) and deb822 (*.sources).
-func parseSources(file, text string) []aptSource {
-	var out []aptSource
-	if strings.HasSuffix(file, ".sources") {
-		for _, stanza := range strings.Split(text, "\n\n") {
-			fields := map[string]string{}
-			for _, line := range strings.Split(stanza, "\n") {
-				if strings.HasPrefix(line, "#") {
-					continue
-				}
-				if k, v, ok := strings.Cut(line, ":"); ok {
-					fields[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
-				}
-			}
-			if !slices.Contains(strings.Fields(fields["types"]), "deb") {
-				continue
-			}
-			if strings.EqualFold(fields["enabled"], "no") {
-				continue
-			}
-			for _, uri := range strings.Fields(fields["uris"]) {
-				out = append(out, aptSource{uri: uri, suites: strings.Fields(fields["suites"])})
-			}
-		}
-		return out
-	}
-	for _, line := range strings.Split(text, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || f[0] != "deb" {
-			continue
-		}
-		f = f[1:]
-		if strings.HasPrefix(f[0], "[") { // options such as [signed-by=...]
-			for len(f) > 0 && !strings.HasSuffix(f[0], "]") {
-				f = f[1:]
-			}
-			if len(f) > 0 {
-				f = f[1:]
-			}
-		}
-		if len(f) >= 2 {
-			out = append(out, aptSource{uri: f[0], suites: []string{f[1]}})
-		}
-	}
-	return out
 }

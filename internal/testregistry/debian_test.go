@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/testenv"
 )
 
 // fakeMmdebstrap puts an mmdebstrap on a PATH of its own that logs its
@@ -36,7 +37,7 @@ echo fake > "$root/etc/hostname"
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir) // no pigz: the Go compressor runs
-	t.Setenv("RACKER_TEST_MIRROR", "http://mirror.invalid/debian")
+	t.Setenv(testenv.MirrorVar, "http://mirror.invalid/debian")
 	return logPath
 }
 
@@ -188,27 +189,5 @@ func tarNames(t *testing.T, l *FileLayer) string {
 			t.Fatal(err)
 		}
 		names = append(names, h.Name)
-	}
-}
-
-func TestParseSources(t *testing.T) {
-	deb822 := `Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-`
-	got := parseSources("debian.sources", deb822)
-	if len(got) != 2 || got[0].uri != "http://deb.debian.org/debian" || got[0].suites[0] != "bookworm" {
-		t.Errorf("deb822: %+v", got)
-	}
-	oneLine := "# comment\ndeb [signed-by=/k.gpg arch=amd64] http://m.example/debian trixie main\ndeb-src http://x/debian trixie main\n"
-	got = parseSources("x.list", oneLine)
-	if len(got) != 1 || got[0].uri != "http://m.example/debian" || got[0].suites[0] != "trixie" {
-		t.Errorf("one-line: %+v", got)
 	}
 }

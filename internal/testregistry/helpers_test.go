@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/testenv"
 )
 
 // need skips t when tool is missing, or fails it when RACKER_E2E=1, where
@@ -15,10 +17,7 @@ func need(t *testing.T, tool string) {
 	if _, err := exec.LookPath(tool); err == nil {
 		return
 	}
-	if os.Getenv("RACKER_E2E") == "1" {
-		t.Fatalf("%s is not installed, and RACKER_E2E=1 requires it", tool)
-	}
-	t.Skipf("%s is not installed", tool)
+	testenv.Missing(t, tool, "")
 }
 
 // needRoot is need for root, which owning files as other users takes.
@@ -27,10 +26,7 @@ func needRoot(t *testing.T) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("RACKER_E2E") == "1" {
-		t.Fatal("not root, and RACKER_E2E=1 requires it")
-	}
-	t.Skip("not root")
+	testenv.Missing(t, "root", "run the tests as root")
 }
 
 func testContext(t *testing.T) context.Context {

@@ -56,6 +56,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/testenv"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
 
@@ -193,7 +194,7 @@ func bench(ctx context.Context, o options) error {
 	}
 	defer srv.Close()
 	fmt.Fprintf(o.stdout, "Seeding %s with debian:bookworm-slim (a first run builds it with mmdebstrap: about 40 s).\n", srv.Addr())
-	cache := &testregistry.Cache{Dir: testregistry.DefaultCacheDir()}
+	cache := &testregistry.Cache{Dir: testenv.CacheDir()}
 	img, err := srv.PushDebian(ctx, cache, testregistry.BookwormSlim, "library/debian:bookworm-slim", true)
 	if err != nil {
 		return err

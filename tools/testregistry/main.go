@@ -27,6 +27,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/racker-postroj/racker/internal/testenv"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
 
@@ -60,7 +61,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: testregistry [-seed IMAGE]... [-index=false] [-addr-file FILE] [-dir DIR]\n\n"+
 			"Runs docker-registry on 127.0.0.1 with Debian images built by mmdebstrap (cache: %s;\n"+
 			"the first build takes about 30-40 s), prints its address and serves until SIGINT or SIGTERM.\n\n",
-			testregistry.DefaultCacheDir())
+			testenv.CacheDir())
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -158,7 +159,7 @@ func serve(ctx context.Context, o options) error {
 	defer srv.Close()
 	o.log.Info("registry started", "addr", srv.Addr(), "log", srv.LogPath())
 
-	cache := &testregistry.Cache{Dir: testregistry.DefaultCacheDir(), Logger: o.log}
+	cache := &testregistry.Cache{Dir: testenv.CacheDir(), Logger: o.log}
 	for _, s := range o.seeds {
 		t0 := time.Now()
 		img, err := srv.PushDebian(ctx, cache, s.recipe, s.ref, o.index)

@@ -1,4 +1,4 @@
-package racker_test
+package scripttest
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/nspawn"
+	"github.com/racker-postroj/racker/internal/testenv"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
 
@@ -63,8 +64,8 @@ type curatedTemplate struct {
 // Puts the catalogue images NAME..., as built from Debian's package mirror
 // (`postroj pull --source=mirror NAME`, so mirror.local/debian:SUITE), into
 // $RACKER_ROOT, which must not hold them yet. Each is built once into a
-// template store under $RACKER_TEST_CACHE/postroj-stores (default
-// /var/cache/racker-test), reused by later runs for a week; other processes
+// template store under $RACKER_TEST_CACHE/postroj-stores (see
+// testenv.CacheDir), reused by later runs for a week; other processes
 // building the same one wait for it. Scripts get copies made of hard links
 // (cp -al), which take a fraction of a second: containers never write to a
 // stored tree (they boot on a volatile overlay).
@@ -120,7 +121,7 @@ func copyTemplate(dir, dest string) error {
 // curatedTemplateStore returns the template store of name, building it
 // when it is missing or older than curatedMaxAge.
 func curatedTemplateStore(name string) (string, error) {
-	base := filepath.Join(testregistry.DefaultCacheDir(), "postroj-stores")
+	base := filepath.Join(testenv.CacheDir(), "postroj-stores")
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return "", err
 	}
@@ -192,7 +193,7 @@ func cmdDebimage(ts *testscript.TestScript, neg bool, args []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	start := time.Now()
-	cache := &testregistry.Cache{Dir: testregistry.DefaultCacheDir()}
+	cache := &testregistry.Cache{Dir: testenv.CacheDir()}
 	img, err := srv.PushDebian(ctx, cache, testregistry.Recipe{Suite: fset.Arg(0), Variant: "minbase", Include: pkgs}, ref, false)
 	ts.Check(err)
 	ts.Logf("debimage: %s (%s) pushed in %.1fs", ref, img.Digest, time.Since(start).Seconds())
