@@ -74,6 +74,11 @@ func (o *Options) commonArgs() []string {
 	)
 	if o.registers() {
 		args = append(args, "--register=yes")
+		if o.ownUnit() {
+			// Registered with the unit nspawn runs in (startUnit), rather
+			// than a scope of its own for the container's processes.
+			args = append(args, "--keep-unit")
+		}
 	} else {
 		// Without machined nspawn must neither register nor ask for a scope.
 		args = append(args, "--register=no", "--keep-unit")

@@ -109,11 +109,20 @@ func Start(ctx context.Context, opts Options) (*Machine, error) {
 		Name: opts.Name, Image: opts.Image, RootFS: opts.RootFS, Started: time.Now(),
 		Booted: true, Detached: opts.Detach, Status: statusStarting,
 	}
+	if err := opts.checkHost(ctx); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", opts.Name, err)
+	}
 	if err := ownRecord(m.rec); err != nil {
 		return nil, err
 	}
 	if err := m.state.claim(m.rec); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", opts.Name, err)
+	}
+	if m.opts.registers() {
+		if err := checkMachineName(ctx, opts.Name); err != nil {
+			m.state.release(m.rec)
+			return nil, fmt.Errorf("starting %s: %w", opts.Name, err)
+		}
 	}
 	m.console = m.state.console(opts.Name)
 	if err := m.opts.writeHostname(m.state.dir(opts.Name)); err != nil {
@@ -175,29 +184,44 @@ func (m *Machine) boot(ctx context.Context) error {
 	}
 	cmd.Stdout = console
 	cmd.Stderr = console
-	if m.opts.Detach {
-		// Its own session: no terminal signals, no ties to our lifetime.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	var pid int
+	if m.opts.ownUnit() {
+		// On a systemd host a detached container is a service of its own
+		// (see startUnit), not a process of whatever job started it.
+		if pid, err = startUnit(ctx, containerUnit(m.opts.Name), args, unitEnv(cmd.Env), console); err != nil {
+			return err
+		}
+		m.rec.NspawnPID = pid
+		m.rec.NspawnStart, _ = startTime(pid)
+		if m.nspawn, err = openProc(pid, m.rec.NspawnStart); err != nil {
+			return fmt.Errorf("systemd-nspawn (pid %d) of unit %s: %w", pid, containerUnit(m.opts.Name), err)
+		}
+		m.watchNspawn()
 	} else {
-		// Its own process group keeps the terminal's Ctrl-C from nspawn
-		// (racker shuts down in order instead); if racker dies, SIGTERM
-		// makes nspawn kill the container (--kill-signal=SIGKILL).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting systemd-nspawn: %w", err)
-	}
-	m.cmd = cmd
-	pid := cmd.Process.Pid
-	// Our unreaped child: its pid cannot be reused before Wait.
-	m.rec.NspawnPID = pid
-	m.rec.NspawnStart, _ = startTime(pid)
-	go func() {
-		cmd.Wait()
-		close(m.exited)
-	}()
-	if m.nspawn, err = openProc(pid, 0); err != nil {
-		return err
+		if m.opts.Detach {
+			// Its own session: no terminal signals, no ties to our lifetime.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		} else {
+			// Its own process group keeps the terminal's Ctrl-C from nspawn
+			// (racker shuts down in order instead); if racker dies, SIGTERM
+			// makes nspawn kill the container (--kill-signal=SIGKILL).
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+		}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("starting systemd-nspawn: %w", err)
+		}
+		m.cmd = cmd
+		pid = cmd.Process.Pid
+		// Our unreaped child: its pid cannot be reused before Wait.
+		m.rec.NspawnPID = pid
+		m.rec.NspawnStart, _ = startTime(pid)
+		go func() {
+			cmd.Wait()
+			close(m.exited)
+		}()
+		if m.nspawn, err = openProc(pid, 0); err != nil {
+			return err
+		}
 	}
 	if err := m.state.write(m.rec); err != nil {
 		return err
@@ -378,9 +402,24 @@ func (m *Machine) connect(ctx context.Context) error {
 	return nil
 }
 
+// watchNspawn closes m.exited once nspawn, which is not our child, exits;
+// closeHandles ends the watch.
+func (m *Machine) watchNspawn() {
+	watch, stop := context.WithCancel(context.Background())
+	m.stopWatch = stop
+	go func() {
+		for !m.nspawn.wait(watch, time.Hour) {
+			if watch.Err() != nil {
+				return
+			}
+		}
+		close(m.exited)
+	}()
+}
+
 // abort kills a container that failed to boot and waits for nspawn.
 func (m *Machine) abort() {
-	if m.cmd == nil {
+	if m.cmd == nil && m.nspawn == nil {
 		return
 	}
 	if m.nspawn == nil {

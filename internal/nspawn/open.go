@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"time"
 )
 
 // Open returns a Machine for the running booted container name of
@@ -46,17 +45,7 @@ func Open(ctx context.Context, stateDir, name string, logger *slog.Logger) (*Mac
 		}
 		return nil, fmt.Errorf("opening %s: %w", name, err)
 	}
-	watch, stop := context.WithCancel(context.Background())
-	m.stopWatch = stop
-	go func() {
-		// Not our child: follow its pidfd until it exits or Close.
-		for !m.nspawn.wait(watch, time.Hour) {
-			if watch.Err() != nil {
-				return
-			}
-		}
-		close(m.exited)
-	}()
+	m.watchNspawn()
 	if err := m.connect(ctx); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("opening %s: %w", name, err)

@@ -70,6 +70,11 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		return execCode(err), err
 	}
 
+	if opts.registers() {
+		if err := checkMachineName(ctx, opts.Name); err != nil {
+			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
+		}
+	}
 	var rec *record
 	var state containers
 	if opts.StateDir != "" {

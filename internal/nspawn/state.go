@@ -163,9 +163,12 @@ func (s containers) claim(r *record) error {
 		return err
 	}
 	defer unlock()
-	if old, err := s.read(r.Name); err == nil && old.alive() {
-		return fmt.Errorf("%w: %q (started %s, nspawn pid %d)", ErrNameInUse, r.Name,
-			old.Started.Format(time.RFC3339), old.NspawnPID)
+	if old, err := s.read(r.Name); err == nil {
+		if old.alive() && !old.abandoned() {
+			return fmt.Errorf("%w: %q (started %s, nspawn pid %d)", ErrNameInUse, r.Name,
+				old.Started.Format(time.RFC3339), old.NspawnPID)
+		}
+		old.killLeftovers()
 	}
 	if err := removeStale(s.dir(r.Name), r.Name); err != nil {
 		return err
@@ -234,9 +237,12 @@ func List(stateDir string) ([]Container, error) {
 			continue
 		}
 		r, err := s.read(e.Name())
-		if err == nil && r.Name == e.Name() && r.alive() {
+		if err == nil && r.Name == e.Name() && r.alive() && !r.abandoned() {
 			out = append(out, s.container(r))
 			continue
+		}
+		if err == nil {
+			r.killLeftovers()
 		}
 		// Claims write their state before the lock is released, so a
 		// directory without a readable state is debris.
