@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/racker-postroj/racker/internal/flock"
 )
 
 // ErrNameInUse is returned by Start and Run when a running container of the
@@ -96,26 +98,17 @@ func (s containers) dir(name string) string { return filepath.Join(string(s), na
 
 func (s containers) console(name string) string { return filepath.Join(s.dir(name), "console.log") }
 
-// lock takes the state directory's lock and returns its release.
+// lock takes the state directory's lock and returns its release. It waits
+// as long as the holder needs: claims and prunes hold it only briefly.
 func (s containers) lock() (func(), error) {
 	if err := os.MkdirAll(string(s), 0o700); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(string(s), ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	unlock, err := flock.Lock(context.Background(), filepath.Join(string(s), ".lock"), nil)
 	if err != nil {
-		return nil, fmt.Errorf("opening state lock: %w", err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
 		return nil, fmt.Errorf("locking state directory: %w", err)
 	}
-	return func() { f.Close() }, nil
+	return unlock, nil
 }
 
 func (s containers) read(name string) (*record, error) {
@@ -259,6 +252,17 @@ func List(stateDir string) ([]Container, error) {
 // SIGTERM to nspawn, which kills the container. It returns when nspawn has
 // exited and the state is removed, or with ErrNoSuchContainer.
 func Stop(ctx context.Context, stateDir, name string, timeout time.Duration) error {
+	return stopByName(ctx, stateDir, name, true, timeout)
+}
+
+// Kill ends the running container name of stateDir at once, from any
+// process: SIGTERM to nspawn, which SIGKILLs the container (see
+// Machine.Kill). Otherwise it is like Stop.
+func Kill(ctx context.Context, stateDir, name string) error {
+	return stopByName(ctx, stateDir, name, false, 0)
+}
+
+func stopByName(ctx context.Context, stateDir, name string, poweroff bool, timeout time.Duration) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
@@ -284,7 +288,7 @@ func Stop(ctx context.Context, stateDir, name string, timeout time.Duration) err
 	defer nspawn.close()
 	leader, _ := openProc(r.LeaderPID, r.LeaderStart)
 	defer leader.close()
-	if err := stopProcesses(ctx, nspawn, leader, true, timeout); err != nil {
+	if err := stopProcesses(ctx, nspawn, leader, poweroff, timeout); err != nil {
 		return fmt.Errorf("stopping %s: %w", name, err)
 	}
 	return s.release(r)
