@@ -180,15 +180,15 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 		return nil, err
 	}
 	stderr := &lockedWriter{w: c.App.ErrWriter}
-	e := &probeEnv{c: c, cat: cat, stderr: stderr,
-		rt: &container.Runtime{Store: st, Logger: logger(c)},
+	rt := &container.Runtime{Store: st, Logger: logger(c)}
+	e := &probeEnv{c: c, cat: cat, stderr: stderr, rt: rt,
 		acq: container.AcquireOptions{
 			Source:   source,
 			PullOpts: image.PullOptions{Mirrors: mirrors},
 		},
 		prober: &probe.Prober{
 			Cache:       &probe.Cache{Dir: c.String("cache-dir"), Logger: logger(c)},
-			StateDir:    st.Root,
+			Containers:  probe.RuntimeStarter(rt),
 			Logger:      logger(c),
 			BootTimeout: c.Duration("boot-timeout"),
 		},

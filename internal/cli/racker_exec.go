@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"os"
-
 	"github.com/urfave/cli/v2"
 
 	"github.com/racker-postroj/racker/internal/container"
-	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
 func execCommand() *cli.Command {
@@ -16,30 +13,20 @@ func execCommand() *cli.Command {
 		ArgsUsage: "NAME COMMAND [ARG...]",
 		Flags:     processFlags(),
 		Action: func(c *cli.Context) error {
-			if c.NArg() < 2 {
-				return usagef("exec needs a container NAME and a COMMAND")
-			}
-			p, err := processFromFlags(c, c.Args().Tail())
+			opts, err := execOptions(c)
 			if err != nil {
 				return err
 			}
-			st, err := openStore(c)
+			rt, err := runtime(c)
 			if err != nil {
 				return err
 			}
-			m, err := nspawn.Open(c.Context, st.Root, c.Args().First(), logger(c))
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			var tty bool
-			var terminal *os.File
-			restore, err := attachTerminal(c, &p, &tty, &terminal)
+			restore, err := attachTerminal(c, &opts.Process, &opts.TTY, &opts.Terminal)
 			if err != nil {
 				return err
 			}
 			defer restore()
-			code, err := container.Exec(c.Context, m, p, tty, terminal)
+			code, err := rt.Exec(c.Context, opts)
 			restore()
 			if err != nil {
 				return commandError(err)
@@ -50,4 +37,17 @@ func execCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// execOptions turns racker exec's flags and arguments into the options of
+// container.Runtime.Exec; the terminal (-t) is the caller's to attach.
+func execOptions(c *cli.Context) (container.ExecOptions, error) {
+	if c.NArg() < 2 {
+		return container.ExecOptions{}, usagef("exec needs a container NAME and a COMMAND")
+	}
+	p, err := processFromFlags(c, c.Args().Tail())
+	if err != nil {
+		return container.ExecOptions{}, err
+	}
+	return container.ExecOptions{Name: c.Args().First(), Process: p}, nil
 }

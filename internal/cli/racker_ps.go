@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -17,15 +16,15 @@ func psCommand() *cli.Command {
 		Usage: "list running containers",
 		Flags: []cli.Flag{formatFlag()},
 		Action: func(c *cli.Context) error {
-			format, err := outputFormat(c)
+			format, err := psOptions(c)
 			if err != nil {
 				return err
 			}
-			st, err := openStore(c)
+			rt, err := runtime(c)
 			if err != nil {
 				return err
 			}
-			list, err := nspawn.List(st.Root)
+			list, err := rt.List(c.Context)
 			if err != nil {
 				return err
 			}
@@ -46,54 +45,11 @@ func psCommand() *cli.Command {
 	}
 }
 
-func stopCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "stop",
-		Usage:     "power running containers off (killed after --time)",
-		ArgsUsage: "NAME [NAME...]",
-		Flags: []cli.Flag{
-			&cli.DurationFlag{Name: "time", Aliases: []string{"t"}, Value: nspawn.DefaultStopTimeout, Usage: "wait this long for a clean poweroff"},
-		},
-		Action: func(c *cli.Context) error {
-			return eachContainer(c, "stop", c.Duration("time"))
-		},
+// psOptions returns racker ps's output format; container.Runtime.List
+// takes no options.
+func psOptions(c *cli.Context) (format string, err error) {
+	if c.NArg() > 0 {
+		return "", usagef("ps takes no arguments, got %q", c.Args().First())
 	}
-}
-
-func rmCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "rm",
-		Usage:     "remove containers (they are volatile: with -f, running ones are killed)",
-		ArgsUsage: "NAME [NAME...]",
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "force", Aliases: []string{"f"}, Usage: "kill running containers"},
-		},
-		Action: func(c *cli.Context) error {
-			if !c.Bool("force") {
-				return usagef("containers are removed when they stop; use rm -f to kill running ones, or stop")
-			}
-			return eachContainer(c, "rm", time.Nanosecond)
-		},
-	}
-}
-
-// eachContainer stops the named containers, giving each timeout to power
-// off, and prints the names it stopped.
-func eachContainer(c *cli.Context, verb string, timeout time.Duration) error {
-	if c.NArg() == 0 {
-		return usagef("%s needs at least one container NAME", verb)
-	}
-	st, err := openStore(c)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, name := range c.Args().Slice() {
-		if err := nspawn.Stop(c.Context, st.Root, name, timeout); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		fmt.Fprintln(c.App.Writer, name)
-	}
-	return errors.Join(errs...)
+	return outputFormat(c)
 }

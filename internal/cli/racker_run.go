@@ -38,48 +38,9 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no pull progress"},
 		),
 		Action: func(c *cli.Context) error {
-			if c.NArg() < 1 {
-				return usagef("run needs an IMAGE")
-			}
-			opts := container.Options{
-				Image:       c.Args().First(),
-				Pull:        container.PullPolicy(c.String("pull")),
-				Boot:        container.BootMode(c.String("boot")),
-				Name:        c.String("name"),
-				Hostname:    c.String("hostname"),
-				Detach:      c.Bool("detach"),
-				BootTimeout: c.Duration("boot-timeout"),
-				FastBoot:    c.Bool("fast-boot"),
-			}
-			switch opts.Pull {
-			case container.PullMissing, container.PullAlways, container.PullNever:
-			default:
-				return usagef("unexpected --pull %q (valid: missing, always, never)", opts.Pull)
-			}
-			switch opts.Boot {
-			case container.BootAuto, container.BootAlways, container.BootNever:
-			default:
-				return usagef("unexpected --boot %q (valid: auto, always, never)", opts.Boot)
-			}
-			if opts.Name != "" {
-				if err := nspawn.ValidName(opts.Name); err != nil {
-					return usageError{err}
-				}
-			}
-			var err error
-			if opts.Binds, err = parseVolumes(c.StringSlice("volume")); err != nil {
-				return usageError{err}
-			}
-			if opts.Process, err = processFromFlags(c, c.Args().Tail()); err != nil {
+			opts, err := runOptions(c)
+			if err != nil {
 				return err
-			}
-			if opts.PullOpts.Mirrors, err = mirrors(); err != nil {
-				return err
-			}
-			if p := c.String("platform"); p != "" {
-				if opts.PullOpts.Platform, err = image.ParsePlatform(p); err != nil {
-					return usageError{err}
-				}
 			}
 			if !c.Bool("quiet") {
 				pr := newProgress(c.App.ErrWriter, false)
@@ -113,6 +74,56 @@ func runCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// runOptions turns racker run's flags and arguments into the options of
+// container.Runtime.Run; progress, terminal and output writers are the
+// caller's to add.
+func runOptions(c *cli.Context) (container.Options, error) {
+	if c.NArg() < 1 {
+		return container.Options{}, usagef("run needs an IMAGE")
+	}
+	opts := container.Options{
+		Image:       c.Args().First(),
+		Pull:        container.PullPolicy(c.String("pull")),
+		Boot:        container.BootMode(c.String("boot")),
+		Name:        c.String("name"),
+		Hostname:    c.String("hostname"),
+		Detach:      c.Bool("detach"),
+		BootTimeout: c.Duration("boot-timeout"),
+		FastBoot:    c.Bool("fast-boot"),
+	}
+	switch opts.Pull {
+	case container.PullMissing, container.PullAlways, container.PullNever:
+	default:
+		return opts, usagef("unexpected --pull %q (valid: missing, always, never)", opts.Pull)
+	}
+	switch opts.Boot {
+	case container.BootAuto, container.BootAlways, container.BootNever:
+	default:
+		return opts, usagef("unexpected --boot %q (valid: auto, always, never)", opts.Boot)
+	}
+	if opts.Name != "" {
+		if err := nspawn.ValidName(opts.Name); err != nil {
+			return opts, usageError{err}
+		}
+	}
+	var err error
+	if opts.Binds, err = parseVolumes(c.StringSlice("volume")); err != nil {
+		return opts, usageError{err}
+	}
+	if opts.Process, err = processFromFlags(c, c.Args().Tail()); err != nil {
+		return opts, err
+	}
+	if opts.PullOpts.Mirrors, err = mirrors(); err != nil {
+		return opts, err
+	}
+	if p := c.String("platform"); p != "" {
+		if opts.PullOpts.Platform, err = image.ParsePlatform(p); err != nil {
+			return opts, usageError{err}
+		}
+	}
+	return opts, nil
 }
 
 // processFlags are the flags run and exec share.

@@ -2,15 +2,12 @@ package container
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -59,7 +56,10 @@ type Options struct {
 	TTY      bool
 	Terminal *os.File
 	// Detach boots the container and returns, leaving it running.
-	Detach      bool
+	Detach bool
+	// Isolation says what the container shares with the host (see
+	// StartOptions.Isolation); it applies with and without booting.
+	Isolation   Isolation
 	BootTimeout time.Duration
 	// FastBoot masks units a throw-away container does not need
 	// (nspawn.DefaultMaskedUnits) when booting.
@@ -182,10 +182,7 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 	}
 	name = opts.Name
 	if name == "" {
-		name = DefaultName(img.Reference)
-	}
-	if opts.Hostname == "" {
-		opts.Hostname = name // as docker names a container's host after it
+		name = DefaultName("", img.Reference)
 	}
 
 	boot := opts.Boot
@@ -199,19 +196,19 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 			boot = BootNever
 		}
 	}
-	nopts := nspawn.Options{
-		Name: name, Image: img.Reference, StateDir: r.stateDir(), Hostname: opts.Hostname,
-		Binds: opts.Binds, BootTimeout: opts.BootTimeout, Detach: opts.Detach, Logger: r.Logger,
+	sopts := StartOptions{
+		Name: name, Image: img.Reference, Hostname: opts.Hostname, Binds: opts.Binds,
+		BootTimeout: opts.BootTimeout, Detach: opts.Detach, Isolation: opts.Isolation,
 	}
 	if boot == BootNever {
 		if opts.Detach {
 			return -1, "", fmt.Errorf("running %s: --detach needs a booted container (not --boot=never)", img.Reference)
 		}
-		if nopts.RootFS, err = r.Store.RunnableRootFS(ctx, img); err != nil {
+		if sopts.RootFS, err = r.Store.RunnableRootFS(ctx, img); err != nil {
 			return -1, "", err
 		}
 		p.Terminal = opts.TTY && opts.Terminal != nil
-		code, err := nspawn.Run(ctx, nopts, p)
+		code, err := r.runUnbooted(ctx, sopts, p)
 		return code, name, err
 	}
 
@@ -219,108 +216,40 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 		missing, _ := image.Missing(img.RootFS)
 		fmt.Fprintf(opts.Status, "Preparing %s for booting: installing %s (once; kept in the store)\n", img.Reference, strings.Join(missing, ", "))
 	}
-	rootfs, err := r.Bootable(ctx, img, opts.PrepareOutput)
-	if err != nil {
+	if sopts.RootFS, err = r.Bootable(ctx, img, opts.PrepareOutput); err != nil {
 		return -1, "", err
 	}
-	nopts.RootFS = rootfs
 	if opts.FastBoot {
-		nopts.MaskUnits = nspawn.DefaultMaskedUnits()
+		sopts.MaskUnits = nspawn.DefaultMaskedUnits()
 	}
-	t0 := time.Now()
-	m, err := nspawn.Start(ctx, nopts)
+	c, err := r.Start(ctx, sopts)
 	if err != nil {
 		return -1, "", err
 	}
-	log.Info("boot", "machine", name, "took", time.Since(t0))
 	if opts.Detach {
-		m.Close() // leaves a detached machine running
+		c.Close() // leaves a detached container running
 		return 0, name, nil
 	}
 	defer func() {
 		t0 := time.Now()
 		// The overlay vanishes anyway, so once the command is done the
-		// container is killed (as docker kills the rest of a container
-		// whose main process ended), unless services in it might still be
+		// container is killed, unless services in it might still be
 		// writing to bind-mounted host directories: then it powers off.
-		stop := m.Kill
+		how := Kill
 		if len(opts.Binds) > 0 {
-			stop = m.Close
+			how = Poweroff
 		}
-		if cerr := stop(); cerr != nil && err == nil {
+		if cerr := c.Stop(context.WithoutCancel(ctx), how, nspawn.DefaultStopTimeout); cerr != nil && err == nil {
 			err = cerr
 		}
-		log.Info("stop", "machine", name, "took", time.Since(t0))
+		log.Info("stop", "machine", name, "how", how, "took", time.Since(t0))
 	}()
-	code, err = Exec(ctx, m, p, opts.TTY, opts.Terminal)
+	if opts.TTY {
+		code, err = c.ExecTerminal(ctx, p, opts.Terminal)
+	} else {
+		code, err = c.Exec(ctx, p)
+	}
 	return code, name, err
-}
-
-// Exec runs p in the booted machine m. With tty, the command gets a
-// terminal inside the container; p's streams are copied through it and
-// the size of terminal (if not nil) is followed.
-func Exec(ctx context.Context, m *nspawn.Machine, p nspawn.Process, tty bool, terminal *os.File) (int, error) {
-	if !tty {
-		return m.Exec(ctx, p)
-	}
-	pty, err := m.OpenPTY()
-	if err != nil {
-		return -1, err
-	}
-	defer pty.Close()
-	if terminal != nil {
-		stop := nspawn.ForwardResize(ctx, terminal, pty)
-		defer stop()
-	}
-	stdin, stdout := p.Stdin, p.Stdout
-	p.Stdin, p.Stdout, p.Stderr, p.TTY = nil, nil, nil, pty
-	if stdin != nil {
-		go io.Copy(pty.Master, stdin)
-	}
-	copied := make(chan struct{})
-	go func() {
-		defer close(copied)
-		if stdout != nil {
-			io.Copy(stdout, pty.Master)
-		}
-	}()
-	code, err := m.Exec(ctx, p)
-	if stdout != nil {
-		select {
-		case <-copied: // all output read (EIO once nobody holds the terminal)
-		case <-time.After(2 * time.Second):
-		}
-	}
-	return code, err
-}
-
-var nameUnsafe = regexp.MustCompile(`[^A-Za-z0-9-]+`)
-
-// DefaultName derives a machine name from an image reference:
-// "docker.io/library/debian:bookworm-slim" becomes
-// "debian-bookworm-slim-" plus a random suffix.
-func DefaultName(ref string) string {
-	base := ref
-	if i := strings.LastIndex(base, "/"); i >= 0 {
-		base = base[i+1:]
-	}
-	if i := strings.Index(base, "@"); i >= 0 {
-		base = base[:i]
-	}
-	base = strings.Trim(nameUnsafe.ReplaceAllString(base, "-"), "-")
-	if len(base) > 40 {
-		base = strings.TrimRight(base[:40], "-")
-	}
-	if base == "" {
-		base = "racker"
-	}
-	return base + "-" + randomSuffix()
-}
-
-func randomSuffix() string {
-	b := make([]byte, 3)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // canBoot reports whether the tree has systemd or a package manager that

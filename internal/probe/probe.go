@@ -2,17 +2,15 @@ package probe
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path"
-	"regexp"
 	"strings"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -77,10 +75,32 @@ type Spec struct {
 	NetworkTimeout time.Duration // DefaultNetworkTimeout if zero
 }
 
-// machine is a booted container as Run uses it; *nspawn.Machine is one.
-type machine interface {
+// Machine is a booted container as a probe uses it; *container.Container
+// is one.
+type Machine interface {
 	Executor
-	Kill() error
+	Stop(ctx context.Context, how container.Teardown, timeout time.Duration) error
+}
+
+// Starter starts the container a probe runs in. RuntimeStarter is the real
+// one; unit tests give a fake.
+type Starter interface {
+	Start(ctx context.Context, opts container.StartOptions) (Machine, error)
+}
+
+// RuntimeStarter starts probe containers with rt, the one way racker and
+// postroj start containers (container.Runtime.Start); rt's state directory
+// is then where `racker ps` lists them.
+func RuntimeStarter(rt *container.Runtime) Starter { return runtimeStarter{rt} }
+
+type runtimeStarter struct{ rt *container.Runtime }
+
+func (s runtimeStarter) Start(ctx context.Context, opts container.StartOptions) (Machine, error) {
+	c, err := s.rt.Start(ctx, opts)
+	if err != nil {
+		return nil, err // not a Machine holding a nil *Container
+	}
+	return c, nil
 }
 
 // Prober runs probes. Its fields are read-only while probes run, and
@@ -88,9 +108,9 @@ type machine interface {
 type Prober struct {
 	// Cache fetches package files (required when a Spec has Packages).
 	Cache *Cache
-	// StateDir holds the state of running containers: the racker store's
-	// root, so `racker ps` lists probe containers (required).
-	StateDir string
+	// Containers starts the probe's container (required): RuntimeStarter
+	// of the racker store's runtime, so that `racker ps` lists it.
+	Containers Starter
 	// Logger receives what happens; nil discards it.
 	Logger *slog.Logger
 	// Output, when set, receives the output of installing and of commands
@@ -100,9 +120,6 @@ type Prober struct {
 	BootTimeout time.Duration
 	// Settle is how long a unit must stay active (DefaultSettle if zero).
 	Settle time.Duration
-
-	// boot starts a container; nil means nspawn.Start. Tests replace it.
-	boot func(ctx context.Context, opts nspawn.Options) (machine, error)
 }
 
 func (p *Prober) logger() *slog.Logger {
@@ -110,13 +127,6 @@ func (p *Prober) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return p.Logger
-}
-
-func (p *Prober) start(ctx context.Context, opts nspawn.Options) (machine, error) {
-	if p.boot != nil {
-		return p.boot(ctx, opts)
-	}
-	return nspawn.Start(ctx, opts)
 }
 
 // Run runs the probe and returns its report, which is complete on every
@@ -248,7 +258,7 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 	s.end(Passed, img.Reference)
 
 	// 3. Boot, with the package files bound read-only.
-	s = r.begin(KindBoot, machineName(spec.Target.Name))
+	s = r.begin(KindBoot, container.DefaultName("postroj-", spec.Target.Name))
 	r.Machine = s.Name
 	var binds []nspawn.Bind
 	var paths []string
@@ -263,9 +273,14 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 		binds = append(binds, nspawn.Bind{Host: pkg.Path, Container: inside, ReadOnly: true})
 		paths = append(paths, inside)
 	}
-	m, err := p.start(ctx, nspawn.Options{
-		Name: r.Machine, Hostname: r.Machine, RootFS: img.RootFS, Image: img.Reference, StateDir: p.StateDir,
-		Binds: binds, MaskUnits: nspawn.DefaultMaskedUnits(), BootTimeout: p.BootTimeout, Logger: p.Logger,
+	if p.Containers == nil {
+		err := errors.New("no way to start containers configured")
+		s.endErr(Errored, err)
+		return err
+	}
+	m, err := p.Containers.Start(ctx, container.StartOptions{
+		Name: r.Machine, RootFS: img.RootFS, Image: img.Reference,
+		Binds: binds, MaskUnits: nspawn.DefaultMaskedUnits(), BootTimeout: p.BootTimeout,
 	})
 	if err != nil {
 		s.endErr(Errored, err)
@@ -275,7 +290,9 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 	log.Info("booted", "machine", r.Machine, "took", s.Seconds)
 	defer func() {
 		s := r.begin(KindTeardown, r.Machine)
-		if kerr := m.Kill(); kerr != nil {
+		// Killed, not powered off: the overlay vanishes anyway, and the
+		// only binds are the read-only package files.
+		if kerr := m.Stop(context.WithoutCancel(ctx), container.Kill, 0); kerr != nil {
 			s.endErr(Errored, kerr)
 			if err == nil {
 				err = kerr
@@ -360,7 +377,7 @@ func pkgNames(pkgs []Package) []string {
 
 // install runs the package manager. ok is false when it failed (the step
 // then says why); err is for an interrupted or lost container.
-func (p *Prober) install(ctx context.Context, m machine, mgr Manager, names, paths []string, s *Step) (ok bool, err error) {
+func (p *Prober) install(ctx context.Context, m Machine, mgr Manager, names, paths []string, s *Step) (ok bool, err error) {
 	script := mgr.InstallScript(names, paths)
 	tail := newTail(outputTail)
 	var out io.Writer = tail
@@ -390,7 +407,7 @@ func (p *Prober) install(ctx context.Context, m machine, mgr Manager, names, pat
 	return true, nil
 }
 
-func (p *Prober) command(ctx context.Context, m machine, args []string, s *Step) error {
+func (p *Prober) command(ctx context.Context, m Machine, args []string, s *Step) error {
 	tail := newTail(outputTail)
 	var out io.Writer = tail
 	if p.Output != nil {
@@ -419,7 +436,7 @@ func (p *Prober) command(ctx context.Context, m machine, args []string, s *Step)
 
 // unit enables and starts u, waits for it, and on failure collects its
 // status and journal.
-func (p *Prober) unit(ctx context.Context, m machine, u string, timeout time.Duration, s *Step) error {
+func (p *Prober) unit(ctx context.Context, m Machine, u string, timeout time.Duration, s *Step) error {
 	if timeout <= 0 {
 		timeout = DefaultUnitTimeout
 	}
@@ -471,27 +488,6 @@ func (p *Prober) unit(ctx context.Context, m machine, u string, timeout time.Dur
 	s.Error = reason
 	s.end(Failed, o.State.String())
 	return nil
-}
-
-var machineUnsafe = regexp.MustCompile(`[^A-Za-z0-9-]+`)
-
-// machineName derives a unique container name from an image name:
-// "debian-bookworm" becomes "postroj-debian-bookworm-" and 6 hex digits.
-func machineName(image string) string {
-	base := image
-	if i := strings.LastIndex(base, "/"); i >= 0 {
-		base = base[i+1:]
-	}
-	base = strings.Trim(machineUnsafe.ReplaceAllString(base, "-"), "-")
-	if len(base) > 40 {
-		base = strings.TrimRight(base[:40], "-")
-	}
-	if base == "" {
-		base = "image"
-	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	return "postroj-" + base + "-" + hex.EncodeToString(b)
 }
 
 func humanSize(n int64) string {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -20,7 +21,7 @@ type probeEnv struct {
 	t        *testing.T
 	prober   *Prober
 	machine  *fakeUnits
-	booted   []nspawn.Options
+	booted   []container.StartOptions
 	acquired int
 	rootfs   string
 	install  int // the install script's exit status
@@ -41,13 +42,12 @@ func newProbeEnv(t *testing.T, rootFiles ...string) *probeEnv {
 		return 0
 	}
 	e.prober = &Prober{
-		Cache:    &Cache{Dir: filepath.Join(t.TempDir(), "cache")},
-		StateDir: t.TempDir(),
-		Settle:   10 * time.Millisecond,
-		boot: func(ctx context.Context, opts nspawn.Options) (machine, error) {
+		Cache:  &Cache{Dir: filepath.Join(t.TempDir(), "cache")},
+		Settle: 10 * time.Millisecond,
+		Containers: fakeStarter(func(ctx context.Context, opts container.StartOptions) (Machine, error) {
 			e.booted = append(e.booted, opts)
 			return e.machine, nil
-		},
+		}),
 	}
 	return e
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -20,7 +21,7 @@ type killHook struct {
 	onKill func()
 }
 
-func (k killHook) Kill() error {
+func (k killHook) Stop(ctx context.Context, how container.Teardown, timeout time.Duration) error {
 	if k.onKill != nil {
 		k.onKill()
 	}
@@ -42,8 +43,8 @@ func TestSelftestSerializesPortsAndSkipsUnreachable(t *testing.T) {
 	var mu sync.Mutex
 	serving, most := 0, 0
 	var listenErrs []error
-	prober := &Prober{StateDir: t.TempDir(), Settle: time.Millisecond,
-		boot: func(ctx context.Context, opts nspawn.Options) (machine, error) {
+	prober := &Prober{Settle: time.Millisecond,
+		Containers: fakeStarter(func(ctx context.Context, opts container.StartOptions) (Machine, error) {
 			m := killHook{fakeUnits: newFakeUnits(map[string][]string{
 				"systemd-journald": {show("active", "running", "success")},
 				"apache2":          {show("activating", "start", "success"), show("active", "running", "success")},
@@ -78,7 +79,7 @@ func TestSelftestSerializesPortsAndSkipsUnreachable(t *testing.T) {
 				}
 			}
 			return m, nil
-		}}
+		})}
 	acquired := func(ctx context.Context) (Image, error) {
 		return Image{Reference: "mirror.local/debian:test", RootFS: fakeRoot(t, "usr/bin/apt-get")}, nil
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -128,7 +129,16 @@ func (f *fakeUnits) Exec(ctx context.Context, p nspawn.Process) (int, error) {
 	return 0, nil
 }
 
-func (f *fakeUnits) Kill() error { return nil }
+func (f *fakeUnits) Stop(ctx context.Context, how container.Teardown, timeout time.Duration) error {
+	return nil
+}
+
+// fakeStarter starts fake containers.
+type fakeStarter func(ctx context.Context, opts container.StartOptions) (Machine, error)
+
+func (f fakeStarter) Start(ctx context.Context, opts container.StartOptions) (Machine, error) {
+	return f(ctx, opts)
+}
 
 func newFakeUnits(states map[string][]string) *fakeUnits {
 	return &fakeUnits{states: states, shown: map[string]int{}}
