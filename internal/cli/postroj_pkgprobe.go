@@ -228,7 +228,7 @@ func (e *probeEnv) target(name string) (probe.Target, error) {
 }
 
 func (e *probeEnv) entryTarget(entry curated.Entry) probe.Target {
-	return probe.Target{Name: entry.Name, PackageType: packageType(entry.PackageType), Acquire: e.acquirer(entry)}
+	return probe.Target{Name: entry.Name, PackageType: entry.PackageType, Acquire: e.acquirer(entry)}
 }
 
 // acquirer returns the function that acquires a catalogue entry, telling
@@ -243,19 +243,6 @@ func (e *probeEnv) acquirer(entry curated.Entry) func(ctx context.Context) (prob
 		}
 		return probe.Image{Reference: img.Reference, RootFS: rootfs}, nil
 	}
-}
-
-// packageType maps the catalogue's package types to probe's.
-func packageType(t string) probe.Type {
-	switch t {
-	case "deb":
-		return probe.Deb
-	case "rpm":
-		return probe.RPM
-	case "pkg":
-		return probe.Pacman
-	}
-	return ""
 }
 
 // writeReports writes the human report to stdout and the files --report

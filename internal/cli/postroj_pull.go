@@ -14,6 +14,7 @@ import (
 
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/image"
 )
 
@@ -132,8 +133,8 @@ func mirrorCache() string { return strings.TrimSpace(os.Getenv("POSTROJ_MIRROR_C
 func pullSelection(c *cli.Context, cat *curated.Catalogue, source string) ([]curated.Entry, error) {
 	families := c.StringSlice("family")
 	for _, f := range families {
-		if !slices.Contains(curated.Families, f) {
-			return nil, usagef("unexpected --family %q (valid: %s)", f, strings.Join(curated.Families, ", "))
+		if _, ok := distro.LookupFamily(f); !ok {
+			return nil, usagef("unexpected --family %q (valid: %s)", f, strings.Join(distro.Families(), ", "))
 		}
 	}
 	if !c.Bool("all") {

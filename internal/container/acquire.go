@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/image"
 )
 
@@ -167,7 +168,7 @@ func bootableEntry(ctx context.Context, rt *Runtime, e curated.Entry, img image.
 		if p, ok := rt.Store.Prepared(img); ok {
 			return p.RootFS, nil
 		}
-		missing, err := image.Missing(img.RootFS)
+		missing, err := distro.Missing(img.RootFS)
 		if err != nil {
 			return "", err
 		}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
@@ -213,7 +214,7 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 	}
 
 	if _, done := r.Store.Prepared(img); !done && opts.Status != nil {
-		missing, _ := image.Missing(img.RootFS)
+		missing, _ := distro.Missing(img.RootFS)
 		fmt.Fprintf(opts.Status, "Preparing %s for booting: installing %s (once; kept in the store)\n", img.Reference, strings.Join(missing, ", "))
 	}
 	if sopts.RootFS, err = r.Bootable(ctx, img, opts.PrepareOutput); err != nil {
@@ -255,10 +256,10 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 // canBoot reports whether the tree has systemd or a package manager that
 // can install it.
 func canBoot(rootfs string) bool {
-	if missing, err := image.Missing(rootfs); err == nil && !slices.Contains(missing, "systemd") {
+	if missing, err := distro.Missing(rootfs); err == nil && !slices.Contains(missing, "systemd") {
 		return true
 	}
-	_, err := image.DetectPackageManager(rootfs)
+	_, err := distro.Detect(rootfs)
 	return err == nil
 }
 

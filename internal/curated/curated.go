@@ -11,24 +11,13 @@ import (
 	"gopkg.in/yaml.v3"
 
 	racker "github.com/racker-postroj/racker"
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/image"
 )
 
 // ErrUnknown is wrapped by Lookup's error for a name that is neither an
 // entry's name nor one of its aliases.
 var ErrUnknown = errors.New("unknown image")
-
-// Families are the values Entry.Family may take.
-var Families = []string{"debian", "ubuntu", "fedora", "centos", "rhel", "rocky", "alma", "opensuse", "sles", "amazon", "oracle", "arch"}
-
-// PackageManagers are the values Entry.PackageManager may take (the names
-// image.DetectPackageManager reports).
-var PackageManagers = []string{"apt-get", "dnf", "yum", "microdnf", "zypper", "pacman"}
-
-// packageTypes maps each package manager to the package type it installs.
-var packageTypes = map[string]string{
-	"apt-get": "deb", "dnf": "rpm", "yum": "rpm", "microdnf": "rpm", "zypper": "rpm", "pacman": "pkg",
-}
 
 // Sources are where an image can come from: SourceRegistry pulls
 // Entry.Source, SourceMirror builds the tree from Entry.Mirror with
@@ -44,16 +33,16 @@ type Entry struct {
 	// other names for it, typically "<os>-<version>" (debian-12).
 	Name    string   `yaml:"name" json:"name"`
 	Aliases []string `yaml:"aliases" json:"aliases"`
-	// Family is one of Families.
+	// Family is one of distro.Families().
 	Family string `yaml:"family" json:"family"`
 	// Release and Version are what Name and the aliases are made of, such
 	// as "bookworm" and "12".
 	Release string `yaml:"release" json:"release"`
 	Version string `yaml:"version" json:"version"`
-	// PackageManager is one of PackageManagers; PackageType ("deb", "rpm",
-	// "pkg") is what it installs.
-	PackageManager string `yaml:"package-manager" json:"packageManager"`
-	PackageType    string `yaml:"package-type" json:"packageType"`
+	// PackageManager is one of distro.ManagerNames(); PackageType is what
+	// it installs (distro.Manager.Type).
+	PackageManager string             `yaml:"package-manager" json:"packageManager"`
+	PackageType    distro.PackageType `yaml:"package-type" json:"packageType"`
 	// Source is the registry image reference, normalized
 	// (docker.io/library/debian:bookworm-slim). Every entry has one.
 	Source string `yaml:"image" json:"source"`
@@ -75,12 +64,16 @@ type Entry struct {
 	// booting needs (UBI 9 without a subscription): such an image is used
 	// only if it boots as it is, and is never handed to its package manager.
 	NoPrepare string `yaml:"no-prepare" json:"noPrepare,omitempty"`
-	// Exec is how commands reach the booted container: "" for D-Bus
-	// (systemd >= 225) or "nsenter" for systemd too old to pass file
-	// descriptors (CentOS 7's 219). Informational: racker's nspawn package
-	// detects this by itself and falls back to nsenter.
+	// Exec is how commands reach the booted container: "" lets racker tell
+	// from the image's systemd (distro.NeedsNsenter), ExecNsenter says so
+	// for a systemd too old to pass file descriptors over D-Bus whose
+	// version cannot be told from its files (CentOS 7's 219).
 	Exec string `yaml:"exec" json:"exec,omitempty"`
 }
+
+// ExecNsenter is the Entry.Exec value for images whose commands must enter
+// the container's namespaces.
+const ExecNsenter = "nsenter"
 
 // Mirror says where mmdebstrap finds a Debian-family release.
 type Mirror struct {
@@ -190,12 +183,19 @@ func normalize(e Entry) (Entry, error) {
 		return e, errors.New("no name")
 	case !validName(e.Name):
 		return e, fmt.Errorf("invalid name %q (want lowercase letters, digits, '.', '-')", e.Name)
-	case !slices.Contains(Families, e.Family):
-		return e, fmt.Errorf("unknown family %q (valid: %s)", e.Family, strings.Join(Families, ", "))
-	case !slices.Contains(PackageManagers, e.PackageManager):
-		return e, fmt.Errorf("unknown package manager %q (valid: %s)", e.PackageManager, strings.Join(PackageManagers, ", "))
-	case e.PackageType != packageTypes[e.PackageManager]:
-		return e, fmt.Errorf("package type %q does not go with %s (want %s)", e.PackageType, e.PackageManager, packageTypes[e.PackageManager])
+	}
+	family, ok := distro.LookupFamily(e.Family)
+	if !ok {
+		return e, fmt.Errorf("unknown family %q (valid: %s)", e.Family, strings.Join(distro.Families(), ", "))
+	}
+	pm, ok := distro.LookupManager(e.PackageManager)
+	switch {
+	case !ok:
+		return e, fmt.Errorf("unknown package manager %q (valid: %s)", e.PackageManager, strings.Join(distro.ManagerNames(), ", "))
+	case e.PackageType != pm.Type:
+		return e, fmt.Errorf("package type %q does not go with %s (want %s)", e.PackageType, e.PackageManager, pm.Type)
+	case family.Type != pm.Type:
+		return e, fmt.Errorf("package manager %s installs %s packages, but the %s family uses %s", e.PackageManager, pm.Type, e.Family, family.Type)
 	case e.Source == "":
 		return e, errors.New("no image: every entry needs a registry source")
 	}
@@ -238,9 +238,9 @@ func normalize(e Entry) (Entry, error) {
 		return e, fmt.Errorf("unknown source %q (valid: registry, mirror)", e.DefaultSource)
 	}
 	switch e.Exec {
-	case "", "nsenter":
+	case "", ExecNsenter:
 	default:
-		return e, fmt.Errorf("unknown exec %q (valid: nsenter, or nothing for D-Bus)", e.Exec)
+		return e, fmt.Errorf("unknown exec %q (valid: nsenter, or nothing to tell from the image)", e.Exec)
 	}
 	if e.Aliases == nil {
 		e.Aliases = []string{}

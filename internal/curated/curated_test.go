@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/image"
 )
 
@@ -129,7 +130,7 @@ func TestCatalogueQuirks(t *testing.T) {
 	if e := get("debian-unstable"); e.Name != "debian-sid" || e.Mirror.Suite != "sid" {
 		t.Errorf("debian-unstable: %+v", e)
 	}
-	if e := get("archlinux-20220501"); e.Source != "docker.io/library/archlinux:base-20220501.0.54834" || e.PackageType != "pkg" {
+	if e := get("archlinux-20220501"); e.Source != "docker.io/library/archlinux:base-20220501.0.54834" || e.PackageType != distro.Pacman {
 		t.Errorf("archlinux: %+v", e)
 	}
 	if e := get("centos-9"); e.Source != "quay.io/centos/centos:stream9" {
@@ -255,6 +256,8 @@ func TestParseRejects(t *testing.T) {
 		{"source mirror without mirror", entry("    mirror: {suite: bookworm}\n", "    source: mirror\n"), "source: mirror needs a mirror"},
 		{"unknown source", entry("    mirror", "    source: ftp\n    mirror"), `unknown source "ftp" (valid: registry, mirror)`},
 		{"unknown exec", entry("    mirror", "    exec: ssh\n    mirror"), `unknown exec "ssh"`},
+		{"manager outside its family", entry("family: debian", "family: fedora", "    mirror: {suite: bookworm}\n", ""),
+			"package manager apt-get installs deb packages, but the fedora family uses rpm"},
 	} {
 		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -27,7 +27,7 @@ import (
 
 // MirrorPackages are installed into images built from a mirror on top of
 // mmdebstrap's minbase variant: what booting and probing need
-// (image.Missing's list), so such images need no preparation.
+// (distro.BootNeeds), so such images need no preparation.
 var MirrorPackages = []string{"systemd", "systemd-sysv", "dbus", "curl", "ca-certificates"}
 
 // ErrNoMmdebstrap is wrapped by BuildFromMirror's error when mmdebstrap is

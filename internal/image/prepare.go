@@ -9,63 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/racker-postroj/racker/internal/rootfs"
+	"github.com/racker-postroj/racker/internal/distro"
 )
-
-// bootNeeds is what a container needs from an image to be booted and probed:
-// systemd as init, a D-Bus system bus to talk to it, a way to fetch URLs and
-// certificates to trust.
-var bootNeeds = []need{
-	{what: "systemd", paths: []string{"/usr/lib/systemd/systemd", "/lib/systemd/systemd"}},
-	// /sbin/init makes systemd the init system in the eyes of packages:
-	// without it Debian's invoke-rc.d refuses to start services from
-	// maintainer scripts, unlike on a real installation.
-	{what: "init", paths: []string{"/sbin/init", "/usr/sbin/init"}},
-	{what: "dbus", paths: []string{"/usr/bin/dbus-daemon", "/usr/bin/dbus-broker", "/usr/bin/dbus-broker-launch", "/bin/dbus-daemon"}},
-	{what: "curl", paths: []string{"/usr/bin/curl", "/usr/bin/wget", "/bin/curl", "/bin/wget"}},
-	{what: "ca-certificates", paths: []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-		"/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem"}},
-}
-
-type need struct {
-	what  string   // generic package name
-	paths []string // any of these present means satisfied
-}
-
-// PackageManager describes how to install packages in a distribution.
-type PackageManager struct {
-	Name    string            // apt-get, dnf, microdnf, yum, zypper, pacman
-	Binary  string            // path in the root that proves it is there
-	Install string            // shell command; %s is the package list
-	Names   map[string]string // generic name -> this distribution's package (default: same)
-}
-
-// packageManagers in order of preference when several are present (dnf
-// images often carry yum as a compatibility link).
-var packageManagers = []PackageManager{
-	{Name: "apt-get", Binary: "/usr/bin/apt-get",
-		Install: "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends %s",
-		Names:   map[string]string{"init": "systemd-sysv"}},
-	{Name: "dnf", Binary: "/usr/bin/dnf",
-		Install: "dnf install -y --setopt=install_weak_deps=False %s && dnf clean all",
-		Names:   map[string]string{"init": "systemd"}},
-	{Name: "microdnf", Binary: "/usr/bin/microdnf",
-		Install: "microdnf install -y %s && microdnf clean all",
-		Names:   map[string]string{"init": "systemd"}},
-	{Name: "yum", Binary: "/usr/bin/yum",
-		Install: "yum install -y %s && yum clean all",
-		Names:   map[string]string{"init": "systemd"}},
-	{Name: "zypper", Binary: "/usr/bin/zypper",
-		Install: "zypper --non-interactive --gpg-auto-import-keys install --no-recommends %s && zypper clean --all",
-		Names:   map[string]string{"dbus": "dbus-1", "init": "systemd-sysvinit"}},
-	{Name: "pacman", Binary: "/usr/bin/pacman",
-		Install: "pacman -Sy --noconfirm --needed %s",
-		Names:   map[string]string{"init": "systemd-sysvcompat"}},
-}
 
 // ErrNotBootable is wrapped by errors about images that cannot be made to
 // boot.
@@ -101,54 +49,16 @@ type preparedRecord struct {
 	Took      string    `json:"took"`
 }
 
-// Missing lists what the root filesystem lacks for booting (generic
-// package names), resolving every path inside it.
-func Missing(dir string) ([]string, error) {
-	root, err := rootfs.Open(dir)
+// detect returns the package manager preparation installs with.
+func detect(dir string) (distro.Manager, error) {
+	have, err := distro.Detect(dir)
 	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	var missing []string
-	for _, n := range bootNeeds {
-		if !slices.ContainsFunc(n.paths, root.IsRegular) {
-			missing = append(missing, n.what)
+		if errors.Is(err, distro.ErrNoManager) {
+			return distro.Manager{}, fmt.Errorf("%w: %v", ErrNotBootable, err)
 		}
+		return distro.Manager{}, err
 	}
-	return missing, nil
-}
-
-// DetectPackageManager finds the package manager of a root filesystem.
-func DetectPackageManager(dir string) (PackageManager, error) {
-	root, err := rootfs.Open(dir)
-	if err != nil {
-		return PackageManager{}, err
-	}
-	defer root.Close()
-	for _, pm := range packageManagers {
-		if root.IsRegular(pm.Binary) {
-			return pm, nil
-		}
-	}
-	if root.IsRegular("/sbin/apk") {
-		return PackageManager{}, fmt.Errorf("%w: Alpine has no systemd (use --boot=never)", ErrNotBootable)
-	}
-	return PackageManager{}, fmt.Errorf("%w: no supported package manager (apt-get, dnf, microdnf, yum, zypper, pacman) to install systemd with", ErrNotBootable)
-}
-
-// PackagesFor maps generic package names to pm's, each once.
-func (pm PackageManager) PackagesFor(generic []string) []string {
-	var out []string
-	for _, g := range generic {
-		n := g
-		if m, ok := pm.Names[g]; ok {
-			n = m
-		}
-		if !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	return out
+	return have[0], nil
 }
 
 // Prepare returns a root filesystem of img that can boot: img's own when it
@@ -168,7 +78,7 @@ func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Pr
 	if p, ok := s.readPrepared(dir); ok {
 		return p, nil
 	}
-	missing, err := Missing(img.RootFS)
+	missing, err := distro.Missing(img.RootFS)
 	if err != nil {
 		return Prepared{}, err
 	}
@@ -183,14 +93,14 @@ func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Pr
 	if p, ok := s.readPrepared(dir); ok {
 		return p, nil // prepared by another process while we waited
 	}
-	pm, err := DetectPackageManager(img.RootFS)
+	pm, err := detect(img.RootFS)
 	if err != nil {
 		return Prepared{}, err
 	}
 	if opts.Run == nil {
 		return Prepared{}, fmt.Errorf("image lacks %s and no runner was given to install it", strings.Join(missing, ", "))
 	}
-	pkgs := pm.PackagesFor(missing)
+	pkgs := pm.Packages(missing)
 	s.Logger.Info("preparing image for booting", "ref", img.Reference, "manager", pm.Name, "installing", strings.Join(pkgs, " "))
 	t0 := time.Now()
 
@@ -217,7 +127,7 @@ func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Pr
 	if opts.Output != nil {
 		out = io.MultiWriter(opts.Output, &tail)
 	}
-	script := fmt.Sprintf(pm.Install, strings.Join(pkgs, " "))
+	script := pm.PrepareScript(pkgs)
 	code, err := opts.Run(ctx, rootfs, script, out)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -228,7 +138,7 @@ func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Pr
 	if code != 0 {
 		return Prepared{}, fmt.Errorf("%s install %s failed with status %d: %s", pm.Name, strings.Join(pkgs, " "), code, tail.Last(5))
 	}
-	if still, err := Missing(rootfs); err != nil || len(still) > 0 {
+	if still, err := distro.Missing(rootfs); err != nil || len(still) > 0 {
 		return Prepared{}, fmt.Errorf("%s ran but the image still lacks %s", pm.Name, strings.Join(still, ", "))
 	}
 	rec := preparedRecord{Installed: pkgs, Manager: pm.Name, Prepared: time.Now().UTC(), Took: time.Since(t0).Round(time.Millisecond).String()}
@@ -262,7 +172,7 @@ func (s *Store) Prepared(img Image) (Prepared, bool) {
 	if p, ok := s.readPrepared(filepath.Join(s.imageDir(img.Digest), "prepared")); ok {
 		return p, true
 	}
-	if missing, err := Missing(img.RootFS); err == nil && len(missing) == 0 {
+	if missing, err := distro.Missing(img.RootFS); err == nil && len(missing) == 0 {
 		return Prepared{RootFS: img.RootFS}, true
 	}
 	return Prepared{}, false

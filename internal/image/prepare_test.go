@@ -3,12 +3,15 @@ package image
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/racker-postroj/racker/internal/distro"
 )
 
 // mkTree makes files (and "name -> target" symlinks) under a new root.
@@ -34,64 +37,29 @@ func mkTree(t *testing.T, entries ...string) string {
 	return root
 }
 
-func TestMissing(t *testing.T) {
-	tests := []struct {
-		name    string
-		entries []string
-		want    []string
-	}{
-		{"slim debian", []string{"usr/bin/apt-get", "etc/os-release"}, []string{"systemd", "init", "dbus", "curl", "ca-certificates"}},
-		{"merged usr through symlinks", []string{"lib -> usr/lib", "usr/lib/systemd/systemd", "bin -> /usr/bin", "usr/bin/dbus-daemon",
-			"usr/bin/wget", "etc/pki/tls/certs/ca-bundle.crt", "sbin -> usr/sbin", "usr/sbin/init -> /lib/systemd/systemd"}, nil},
-		{"broker and curl", []string{"usr/lib/systemd/systemd", "usr/bin/dbus-broker", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt",
-			"sbin/init -> ../usr/lib/systemd/systemd"}, nil},
-		{"systemd without init", []string{"usr/lib/systemd/systemd", "usr/bin/dbus-broker", "usr/bin/curl", "etc/ssl/cert.pem"}, []string{"init"}},
-		// A link that points at the host's files resolves inside the tree.
-		{"absolute links stay inside", []string{"usr/lib/systemd/systemd -> /proc/1/exe", "usr/bin/curl -> /usr/bin/env",
-			"usr/bin/dbus-daemon -> ../../../../../../bin/sh", "etc/ssl/cert.pem -> /etc/passwd", "sbin/init -> /sbin/init"},
-			[]string{"systemd", "init", "dbus", "curl", "ca-certificates"}},
+// Trees without a package manager to install systemd with cannot be
+// prepared; distro.Detect's own tests cover detection.
+func TestPrepareNotBootable(t *testing.T) {
+	st := newStore(t)
+	run := func(ctx context.Context, rootfs, script string, out io.Writer) (int, error) {
+		t.Fatalf("ran %q", script)
+		return 0, nil
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := Missing(mkTree(t, tt.entries...))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("Missing = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestDetectPackageManager(t *testing.T) {
-	tests := []struct {
+	for i, tt := range []struct {
 		entries []string
 		want    string
-		pkgs    []string
 	}{
-		{[]string{"usr/bin/apt-get"}, "apt-get", []string{"systemd", "systemd-sysv", "dbus"}},
-		{[]string{"usr/bin/yum -> dnf-3", "usr/bin/dnf -> dnf-3", "usr/bin/dnf-3"}, "dnf", []string{"systemd", "dbus"}},
-		{[]string{"usr/bin/microdnf"}, "microdnf", []string{"systemd", "dbus"}},
-		{[]string{"usr/bin/yum"}, "yum", []string{"systemd", "dbus"}},
-		{[]string{"usr/bin/zypper"}, "zypper", []string{"systemd", "systemd-sysvinit", "dbus-1"}},
-		{[]string{"usr/bin/pacman"}, "pacman", []string{"systemd", "systemd-sysvcompat", "dbus"}},
-	}
-	for _, tt := range tests {
-		pm, err := DetectPackageManager(mkTree(t, tt.entries...))
-		if err != nil || pm.Name != tt.want {
-			t.Errorf("%v: got %q, %v; want %q", tt.entries, pm.Name, err, tt.want)
-			continue
-		}
-		if got := pm.PackagesFor([]string{"systemd", "init", "dbus"}); !reflect.DeepEqual(got, tt.pkgs) {
-			t.Errorf("%s packages = %v, want %v", pm.Name, got, tt.pkgs)
+		{[]string{"sbin/apk"}, "image cannot be booted: no supported package manager: Alpine has no systemd"},
+		{[]string{"bin/sh"}, "image cannot be booted: no supported package manager (apt-get, dnf, yum, microdnf, zypper, pacman)"},
+	} {
+		img := Image{Reference: "test/none:1", Digest: "sha256:" + strings.Repeat(fmt.Sprint(i+2), 64), RootFS: mkTree(t, tt.entries...)}
+		os.MkdirAll(st.imageDir(img.Digest), 0o700)
+		_, err := st.Prepare(context.Background(), img, PrepareOptions{Run: run})
+		if !errors.Is(err, ErrNotBootable) || !strings.HasSuffix(err.Error(), tt.want) {
+			t.Errorf("%v: err = %v, want ErrNotBootable saying %q", tt.entries, err, tt.want)
 		}
 	}
-	for _, entries := range [][]string{{"sbin/apk"}, {"bin/sh"}} {
-		if _, err := DetectPackageManager(mkTree(t, entries...)); !errors.Is(err, ErrNotBootable) {
-			t.Errorf("%v: err = %v, want ErrNotBootable", entries, err)
-		}
-	}
+	assertTmpEmpty(t, st)
 }
 
 func TestPrepare(t *testing.T) {
@@ -123,7 +91,7 @@ func TestPrepare(t *testing.T) {
 	if !strings.Contains(scripts[0], "apt-get install -y -q --no-install-recommends systemd-sysv dbus curl ca-certificates") {
 		t.Errorf("script = %q", scripts[0])
 	}
-	if m, _ := Missing(base); len(m) != 4 {
+	if m, _ := distro.Missing(base); len(m) != 4 {
 		t.Errorf("the stored image was changed: missing %v", m)
 	}
 	// A second call reuses the prepared tree.

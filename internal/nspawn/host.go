@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/rootfs"
 )
 
@@ -107,12 +108,12 @@ func checkGuestCgroups(version int, known, hostUnified bool, hostNspawn int) err
 	return &GuestTooOldError{Guest: version, Host: hostNspawn}
 }
 
-// guestSystemdVersion is systemdVersion, plus, for systemd older than 231
+// guestSystemdVersion is distro.SystemdVersion, plus, for systemd older than 231
 // (which installs no libsystemd-shared), the version compiled into the
 // systemd binary: systemd prints PACKAGE_STRING "\n" SYSTEMD_FEATURES for
 // --version, so "systemd 219\n+PAM ..." is a string in it.
 func guestSystemdVersion(root *rootfs.Root) (int, bool) {
-	if v, ok := systemdVersion(root); ok {
+	if v, ok := distro.SystemdVersion(root); ok {
 		return v, true
 	}
 	for _, p := range []string{"/usr/lib/systemd/systemd", "/lib/systemd/systemd"} {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/rootfs"
 
 	"golang.org/x/sys/unix"
@@ -175,7 +176,7 @@ func (m *Machine) boot(ctx context.Context) error {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(environWithout("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"), "NOTIFY_SOCKET="+addr)
 	if root, err := rootfs.Open(m.opts.RootFS); err == nil {
-		version, known := systemdVersion(root)
+		version, known := distro.SystemdVersion(root)
 		root.Close()
 		if env := cgroupEnv(version, known, hostCgroupUnified()); env != nil {
 			m.log.Debug("giving the container the unified cgroup hierarchy", "systemd", version)
@@ -376,7 +377,7 @@ func (m *Machine) connect(ctx context.Context) error {
 	if want == ExecAuto {
 		version, known := -1, false
 		if root, err := rootfs.Open(m.opts.RootFS); err == nil {
-			version, known = systemdVersion(root)
+			version, known = distro.SystemdVersion(root)
 			root.Close()
 		}
 		want = chooseExecutor(want, version, known)

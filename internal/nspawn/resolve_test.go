@@ -141,36 +141,6 @@ func TestMkdirAllInRoot(t *testing.T) {
 	}
 }
 
-func TestSystemdVersion(t *testing.T) {
-	for _, tc := range []struct {
-		files   []string
-		version int
-		known   bool
-	}{
-		{nil, 0, false},
-		{[]string{"usr/lib/systemd/libsystemd-shared-252.so", "usr/lib/systemd/systemd"}, 252, true},
-		{[]string{"lib/systemd/libsystemd-shared-237.so"}, 237, true},
-		{[]string{"usr/lib64/systemd/libsystemd-shared-254.10-1.fc39.so"}, 254, true},
-		{[]string{"usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-255.so"}, 255, true},
-		{[]string{"usr/lib/systemd/systemd", "usr/lib/systemd/libsystemd-core-219.so"}, 0, false},
-	} {
-		dir := t.TempDir()
-		for _, f := range tc.files {
-			os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755)
-			os.WriteFile(filepath.Join(dir, f), nil, 0o644)
-		}
-		root, err := rootfs.Open(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, known := systemdVersion(root)
-		root.Close()
-		if v != tc.version || known != tc.known {
-			t.Errorf("%q: version %d %v, want %d %v", tc.files, v, known, tc.version, tc.known)
-		}
-	}
-}
-
 func TestChooseExecutor(t *testing.T) {
 	for _, tc := range []struct {
 		want    Executor

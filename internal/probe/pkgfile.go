@@ -10,15 +10,17 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/racker-postroj/racker/internal/distro"
 )
 
-// Type is a kind of package file.
-type Type string
+// Type is a kind of package file; distro keeps the list.
+type Type = distro.PackageType
 
 const (
-	Deb    Type = "deb"    // Debian and derivatives: an ar archive, debian-binary first
-	RPM    Type = "rpm"    // Red Hat, SUSE and derivatives
-	Pacman Type = "pacman" // Arch Linux: .pkg.tar.zst or .pkg.tar.xz
+	Deb    = distro.Deb
+	RPM    = distro.RPM
+	Pacman = distro.Pacman
 )
 
 // ErrNotPackage is wrapped by errors about files that are no package of a
@@ -36,19 +38,6 @@ var (
 	xzMagic     = []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}
 	htmlMarkers = []string{"<!doctype html", "<html", "<head", "<body", "<?xml", "<title"}
 )
-
-// Extension returns the file name suffix package managers expect for t.
-func (t Type) Extension() string {
-	switch t {
-	case Deb:
-		return ".deb"
-	case RPM:
-		return ".rpm"
-	case Pacman:
-		return ".pkg.tar.zst"
-	}
-	return ""
-}
 
 // DetectFile reads the start of the file at path and returns its package
 // type; see Detect.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/container"
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -208,7 +209,7 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 			if pkg.Type != t {
 				s := r.begin(KindImage, spec.Target.Name)
 				err := &InputError{Source: pkg.Source, Err: fmt.Errorf("%w: %s is a %s package, but %s installs %s packages",
-					ErrIncompatible, pkg.Name, pkg.Type, spec.Target.Name, t)}
+					distro.ErrIncompatible, pkg.Name, pkg.Type, spec.Target.Name, t)}
 				s.endErr(Errored, err)
 				return err
 			}
@@ -238,14 +239,14 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 		return err
 	}
 	r.Reference = img.Reference
-	var mgr Manager
+	var mgr distro.Manager
 	if len(pkgs) > 0 || len(spec.Install) > 0 {
-		have, err := ImageManagers(img.RootFS)
+		have, err := distro.Detect(img.RootFS)
 		if err == nil {
-			mgr, err = ChooseManager(have, types)
+			mgr, err = distro.Choose(have, types)
 		}
 		if err != nil {
-			if errors.Is(err, ErrIncompatible) && len(pkgs) > 0 {
+			if errors.Is(err, distro.ErrIncompatible) && len(pkgs) > 0 {
 				err = &InputError{Source: pkgs[0].Source, Err: fmt.Errorf("%s: %w", spec.Target.Name, err)}
 			} else {
 				err = fmt.Errorf("%s: %w", spec.Target.Name, err)
@@ -377,7 +378,7 @@ func pkgNames(pkgs []Package) []string {
 
 // install runs the package manager. ok is false when it failed (the step
 // then says why); err is for an interrupted or lost container.
-func (p *Prober) install(ctx context.Context, m Machine, mgr Manager, names, paths []string, s *Step) (ok bool, err error) {
+func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, names, paths []string, s *Step) (ok bool, err error) {
 	script := mgr.InstallScript(names, paths)
 	tail := newTail(outputTail)
 	var out io.Writer = tail

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/container"
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -25,6 +26,22 @@ type probeEnv struct {
 	acquired int
 	rootfs   string
 	install  int // the install script's exit status
+}
+
+// fakeRoot makes a root filesystem with the given files, usr-merged like
+// current distributions (bin -> usr/bin).
+func fakeRoot(t *testing.T, files ...string) string {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "usr/bin"), 0o755)
+	os.Symlink("usr/bin", filepath.Join(root, "bin"))
+	for _, f := range files {
+		p := filepath.Join(root, f)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
 }
 
 func newProbeEnv(t *testing.T, rootFiles ...string) *probeEnv {
@@ -196,7 +213,7 @@ func TestRunRefusesBeforeAnyContainer(t *testing.T) {
 			switch {
 			case err == nil:
 				t.Fatal("Run succeeded")
-			case tt.input && (!errors.As(err, &ie) || !errors.Is(err, ErrIncompatible)):
+			case tt.input && (!errors.As(err, &ie) || !errors.Is(err, distro.ErrIncompatible)):
 				t.Fatalf("error %v, want an InputError wrapping ErrIncompatible", err)
 			case !tt.input && !errors.As(err, &de):
 				t.Fatalf("error %v, want a DownloadError", err)
