@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 )
 
@@ -17,12 +16,12 @@ func Open(ctx context.Context, stateDir, name string, logger *slog.Logger) (*Mac
 		return nil, err
 	}
 	s := containersDir(stateDir)
-	r, err := s.read(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("opening %s: %w", name, ErrNoSuchContainer)
-	}
+	r, live, err := s.lookup(name)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", name, err)
+	}
+	if !live {
+		return nil, fmt.Errorf("opening %s: %w", name, ErrNoSuchContainer)
 	}
 	if !r.Booted || r.Status != statusRunning {
 		return nil, fmt.Errorf("opening %s: container is %s, not a booted running container", name, describe(r))

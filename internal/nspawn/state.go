@@ -149,27 +149,55 @@ func (s containers) write(r *record) error {
 }
 
 // claim reserves r.Name for r: it fails with ErrNameInUse if a live
-// container has the name, replaces the state of a dead one, and records r.
+// container has the name, prunes a dead one (see check), and records r.
 func (s containers) claim(r *record) error {
 	unlock, err := s.lock()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if old, err := s.read(r.Name); err == nil {
-		if old.alive() && !old.abandoned() {
-			return fmt.Errorf("%w: %q (started %s, nspawn pid %d)", ErrNameInUse, r.Name,
-				old.Started.Format(time.RFC3339), old.NspawnPID)
-		}
-		old.killLeftovers()
-	}
-	if err := removeStale(s.dir(r.Name), r.Name); err != nil {
+	old, live, err := s.check(r.Name)
+	if err != nil {
 		return err
+	}
+	if live {
+		return fmt.Errorf("%w: %q (started %s, nspawn pid %d)", ErrNameInUse, r.Name,
+			old.Started.Format(time.RFC3339), old.NspawnPID)
 	}
 	if err := os.Mkdir(s.dir(r.Name), 0o700); err != nil {
 		return fmt.Errorf("creating state of %s: %w", r.Name, err)
 	}
 	return s.write(r)
+}
+
+// check returns the state of name and whether it describes a container
+// that still runs as a whole (alive and not abandoned). If it does not, the
+// container is pruned: what is left of its processes is killed
+// (killLeftovers) and its state removed (removeStale), so a container whose
+// racker was killed (kill -9) or that powered itself off while detached is
+// cleaned up by the next claim, List, Open or Stop. This is the one place
+// that decides a container is gone. The caller holds the state lock.
+func (s containers) check(name string) (r *record, live bool, err error) {
+	r, err = s.read(name)
+	if err == nil && r.Name == name && r.alive() && !r.abandoned() {
+		return r, true, nil
+	}
+	if err == nil {
+		r.killLeftovers()
+	}
+	// Claims write their state before the lock is released, so a directory
+	// without a readable state is debris.
+	return nil, false, removeStale(s.dir(name), name)
+}
+
+// lookup is check for callers that do not hold the state lock.
+func (s containers) lookup(name string) (r *record, live bool, err error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, false, err
+	}
+	defer unlock()
+	return s.check(name)
 }
 
 // release removes the state of r if it still describes r (a later
@@ -209,7 +237,7 @@ func removePropagateDir(name string) {
 }
 
 // List returns the running containers of stateDir, oldest first, and prunes
-// the state of containers whose processes are gone.
+// those that are gone (see check).
 func List(stateDir string) ([]Container, error) {
 	s := containersDir(stateDir)
 	entries, err := os.ReadDir(string(s))
@@ -229,18 +257,12 @@ func List(stateDir string) ([]Container, error) {
 		if !e.IsDir() {
 			continue
 		}
-		r, err := s.read(e.Name())
-		if err == nil && r.Name == e.Name() && r.alive() && !r.abandoned() {
-			out = append(out, s.container(r))
-			continue
-		}
-		if err == nil {
-			r.killLeftovers()
-		}
-		// Claims write their state before the lock is released, so a
-		// directory without a readable state is debris.
-		if err := removeStale(s.dir(e.Name()), e.Name()); err != nil {
+		r, live, err := s.check(e.Name())
+		if err != nil {
 			return nil, err
+		}
+		if live {
+			out = append(out, s.container(r))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
@@ -267,19 +289,19 @@ func stopByName(ctx context.Context, stateDir, name string, poweroff bool, timeo
 		return err
 	}
 	s := containersDir(stateDir)
-	r, err := s.read(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("stopping %s: %w", name, ErrNoSuchContainer)
-	}
+	r, live, err := s.lookup(name)
 	if err != nil {
 		return fmt.Errorf("stopping %s: %w", name, err)
 	}
+	if !live {
+		return fmt.Errorf("stopping %s: %w", name, ErrNoSuchContainer)
+	}
+	if r.NspawnPID == 0 {
+		return fmt.Errorf("stopping %s: container is still being created", name)
+	}
 	nspawn, err := openProc(r.NspawnPID, r.NspawnStart)
 	if errors.Is(err, errGone) {
-		s.release(r)
-		if r.NspawnPID == 0 && alive(r.OwnerPID, r.OwnerStart) {
-			return fmt.Errorf("stopping %s: container is still being created", name)
-		}
+		s.lookup(name) // it ended just now: prune it
 		return fmt.Errorf("stopping %s: %w", name, ErrNoSuchContainer)
 	}
 	if err != nil {

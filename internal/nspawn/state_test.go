@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,6 +110,27 @@ func TestStopUnknown(t *testing.T) {
 	}
 	if _, err := os.Stat(s.dir("gone")); err == nil {
 		t.Error("state of a dead container not removed by Stop")
+	}
+	os.MkdirAll(s.dir("gone"), 0o700)
+	s.write(&record{Name: "gone", Booted: true, Status: statusRunning, NspawnPID: pid, NspawnStart: start, OwnerPID: pid, OwnerStart: start})
+	if _, err := Open(context.Background(), state, "gone", nil); !errors.Is(err, ErrNoSuchContainer) {
+		t.Errorf("Open of a dead container: %v, want ErrNoSuchContainer", err)
+	}
+	if _, err := os.Stat(s.dir("gone")); err == nil {
+		t.Error("state of a dead container not removed by Open")
+	}
+	// A container still being created (its claimer lives, nspawn has not
+	// started) cannot be stopped yet, and its state is left alone.
+	creating := &record{Name: "creating", Started: time.Now(), Booted: true, Status: statusStarting}
+	ownRecord(creating)
+	if err := s.claim(creating); err != nil {
+		t.Fatal(err)
+	}
+	if err := Kill(context.Background(), state, "creating"); err == nil || !strings.Contains(err.Error(), "still being created") {
+		t.Errorf("Kill of a container being created: %v", err)
+	}
+	if _, err := os.Stat(s.dir("creating")); err != nil {
+		t.Errorf("state of a container being created removed: %v", err)
 	}
 }
 
