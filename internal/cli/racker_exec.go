@@ -28,13 +28,7 @@ func execCommand() *cli.Command {
 			defer restore()
 			code, err := rt.Exec(c.Context, opts)
 			restore()
-			if err != nil {
-				return commandError(err)
-			}
-			if code != 0 {
-				return exitError{code: code}
-			}
-			return nil
+			return commandExit(code, err)
 		},
 	}
 }

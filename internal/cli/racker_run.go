@@ -62,16 +62,10 @@ func runCommand() *cli.Command {
 			defer restore()
 			code, name, err := rt.Run(c.Context, opts)
 			restore()
-			if err != nil {
-				return commandError(err)
-			}
-			if opts.Detach {
+			if err == nil && opts.Detach {
 				fmt.Fprintln(c.App.Writer, name)
 			}
-			if code != 0 {
-				return exitError{code: code}
-			}
-			return nil
+			return commandExit(code, err)
 		},
 	}
 }
@@ -199,13 +193,20 @@ type eofReader struct{}
 
 func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
-// commandError maps errors of running a command to docker's exit codes.
-func commandError(err error) error {
+// commandExit maps the outcome of a command run in a container to
+// racker's exit, as docker does: the command's own status, 126 or 127 when
+// it could not be executed (*nspawn.ExecError), racker's failure otherwise.
+func commandExit(code int, err error) error {
 	var ee *nspawn.ExecError
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ee):
 		return exitError{code: ee.Code, err: err}
+	case err != nil:
+		return err
+	case code != 0:
+		return exitError{code: code}
 	}
-	return err
+	return nil
 }
 
 // runtime returns the container runtime over the store named by --root.

@@ -182,3 +182,30 @@ func TestPsOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestCommandExit(t *testing.T) {
+	notFound := &nspawn.ExecError{Command: "nope", Code: 127, Err: errors.New("executable file not found in $PATH")}
+	boom := errors.New("booting x: boot timed out")
+	for _, tt := range []struct {
+		code     int
+		err      error
+		wantCode int // -1: no exitError
+		wantErr  error
+	}{
+		{0, nil, -1, nil},
+		{5, nil, 5, nil},
+		{-1, notFound, 127, notFound},
+		{-1, boom, -1, boom},
+	} {
+		got := commandExit(tt.code, tt.err)
+		var ee exitError
+		switch {
+		case tt.wantCode < 0 && tt.wantErr == nil && got != nil:
+			t.Errorf("commandExit(%d, %v) = %v, want nil", tt.code, tt.err, got)
+		case tt.wantCode < 0 && tt.wantErr != nil && (got != tt.wantErr):
+			t.Errorf("commandExit(%d, %v) = %v, want the error itself", tt.code, tt.err, got)
+		case tt.wantCode >= 0 && (!errors.As(got, &ee) || ee.code != tt.wantCode || !errors.Is(got, tt.wantErr) && tt.wantErr != nil):
+			t.Errorf("commandExit(%d, %v) = %#v, want exit code %d", tt.code, tt.err, got, tt.wantCode)
+		}
+	}
+}

@@ -9,7 +9,8 @@ import (
 // timers, utmp bookkeeping, journal flushing and mounts nspawn already
 // provides for. On a Debian 12 minbase image they took READY from about
 // 0.30 s to 0.22 s, and a whole boot, exec and poweroff cycle from 0.43 s to
-// 0.31 s (TestBootBenchmark; NOTES.md saw 0.68 s to 0.44 s on a slower day).
+// 0.31 s (TestBootBenchmark); `make bench` measures racker run masked and
+// unmasked side by side.
 func DefaultMaskedUnits() []string {
 	return []string{
 		"console-getty.service",
