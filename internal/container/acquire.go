@@ -11,6 +11,7 @@ import (
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/image"
+	"github.com/racker-postroj/racker/internal/mirror"
 )
 
 // Sources Acquire takes; see AcquireOptions.Source.
@@ -46,7 +47,7 @@ type AcquireOptions struct {
 	PrepareOutput io.Writer
 	BuildOutput   io.Writer
 	// MirrorCache, when set, is a directory where builds from a mirror are
-	// kept for the day and shared between stores (curated.BuildOptions.CacheDir).
+	// kept for the day and shared between stores (mirror.Options.CacheDir).
 	MirrorCache string
 	// Notify, when set, receives one-line messages for the user as the
 	// image is fetched: "pulling REF", "building from URL SUITE with
@@ -152,7 +153,7 @@ func mirrorImage(ctx context.Context, rt *Runtime, e curated.Entry, opts Acquire
 	}
 	notify(fmt.Sprintf("building from %s %s with mmdebstrap", e.Mirror.URL, e.Mirror.Suite))
 	t0 := time.Now()
-	img, err := curated.BuildFromMirror(ctx, rt.Store, e, curated.BuildOptions{Output: opts.BuildOutput, Logger: rt.Logger, Rebuild: opts.Rebuild, CacheDir: opts.MirrorCache, Notify: opts.Notify})
+	img, err := mirror.Build(ctx, rt.Store, e, mirror.Options{Output: opts.BuildOutput, Logger: rt.Logger, Rebuild: opts.Rebuild, CacheDir: opts.MirrorCache, Notify: opts.Notify})
 	if err != nil {
 		return image.Image{}, err
 	}

@@ -2,6 +2,7 @@ package curated
 
 import (
 	"bytes"
+	_ "embed"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,9 +11,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	racker "github.com/racker-postroj/racker"
 	"github.com/racker-postroj/racker/internal/distro"
-	"github.com/racker-postroj/racker/internal/image"
+	"github.com/racker-postroj/racker/internal/reference"
 )
 
 // ErrUnknown is wrapped by Lookup's error for a name that is neither an
@@ -121,9 +121,15 @@ type file struct {
 	Extensions map[string]yaml.Node `yaml:",inline"`
 }
 
+// catalogue is curated.yaml, the catalogue postroj works from; the
+// repository root's curated.yaml is a link to it.
+//
+//go:embed curated.yaml
+var catalogue []byte
+
 // Load parses the catalogue embedded in the binaries.
 func Load() (*Catalogue, error) {
-	c, err := Parse(racker.CuratedYAML)
+	c, err := Parse(catalogue)
 	if err != nil {
 		return nil, fmt.Errorf("curated.yaml: %w", err)
 	}
@@ -204,7 +210,7 @@ func normalize(e Entry) (Entry, error) {
 			return e, fmt.Errorf("invalid alias %q (want lowercase letters, digits, '.', '-')", a)
 		}
 	}
-	ref, err := image.ParseReference(e.Source)
+	ref, err := reference.Parse(e.Source)
 	if err != nil {
 		return e, err
 	}
@@ -222,7 +228,7 @@ func normalize(e Entry) (Entry, error) {
 		if !strings.HasPrefix(e.Mirror.URL, "http://") && !strings.HasPrefix(e.Mirror.URL, "https://") {
 			return e, fmt.Errorf("mirror: url %q is not http(s)", e.Mirror.URL)
 		}
-		if _, err := image.ParseReference(e.MirrorReference()); err != nil {
+		if _, err := reference.Parse(e.MirrorReference()); err != nil {
 			return e, fmt.Errorf("mirror: %w", err)
 		}
 	}

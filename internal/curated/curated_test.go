@@ -1,18 +1,14 @@
 package curated
 
 import (
-	"context"
 	"errors"
-	"log/slog"
-	"os"
-	"path/filepath"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/racker-postroj/racker/internal/distro"
-	"github.com/racker-postroj/racker/internal/image"
+	"github.com/racker-postroj/racker/internal/reference"
 )
 
 func load(t *testing.T) *Catalogue {
@@ -68,10 +64,10 @@ func TestCatalogueEntries(t *testing.T) {
 		if !strings.HasPrefix(e.Name, e.nameOS()+"-") {
 			t.Errorf("%s: name does not start with its os", e.Name)
 		}
-		if _, err := image.ParseReference(e.Source); err != nil {
+		if _, err := reference.Parse(e.Source); err != nil {
 			t.Errorf("%s: source: %v", e.Name, err)
 		}
-		if e.Source != image.MustParseReference(e.Source).String() {
+		if e.Source != reference.MustParse(e.Source).String() {
 			t.Errorf("%s: source %s is not normalized", e.Name, e.Source)
 		}
 		if e.DefaultSource != SourceRegistry && e.DefaultSource != SourceMirror {
@@ -89,7 +85,7 @@ func TestCatalogueEntries(t *testing.T) {
 			if archived != (e.Setup != "") {
 				t.Errorf("%s: an archived suite's registry image must point apt at the archive (setup), and only then", e.Name)
 			}
-			if _, err := image.ParseReference(e.MirrorReference()); err != nil {
+			if _, err := reference.Parse(e.MirrorReference()); err != nil {
 				t.Errorf("%s: mirror reference: %v", e.Name, err)
 			}
 		}
@@ -266,86 +262,18 @@ func TestParseRejects(t *testing.T) {
 	}
 }
 
-func TestMmdebstrapArgs(t *testing.T) {
-	c := load(t)
-	bookworm, _ := c.Lookup("debian-bookworm")
-	got := strings.Join(mmdebstrapArgs(bookworm, "amd64", "/t/rootfs.tar"), " ")
-	want := "--variant=minbase --include=systemd,systemd-sysv,dbus,curl,ca-certificates --architectures=amd64 --format=tar bookworm /t/rootfs.tar http://deb.debian.org/debian"
-	if got != want {
-		t.Errorf("bookworm:\n got %s\nwant %s", got, want)
+// The catalogue is data: it must not depend on the image store, nspawn,
+// the probe engine or what builds and boots images.
+func TestImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
 	}
-	stretch, _ := c.Lookup("debian-stretch")
-	got = strings.Join(mmdebstrapArgs(stretch, "arm64", "out.tar"), " ")
-	for _, w := range []string{"--keyring=/usr/share/keyrings/debian-archive-removed-keys.gpg", `--aptopt=Acquire::Check-Valid-Until "false"`,
-		"--architectures=arm64", " stretch out.tar http://archive.debian.org/debian"} {
-		if !strings.Contains(got, w) {
-			t.Errorf("stretch: %s lacks %s", got, w)
+	for _, dep := range strings.Fields(string(out)) {
+		for _, banned := range []string{"image", "nspawn", "probe", "container", "mirror", "acquire", "layer", "cli"} {
+			if dep == "github.com/racker-postroj/racker/internal/"+banned {
+				t.Errorf("internal/curated depends on %s", dep)
+			}
 		}
-	}
-	for goarch, deb := range map[string]string{"amd64": "amd64", "arm64": "arm64", "arm": "armhf", "386": "i386", "ppc64le": "ppc64el", "s390x": "s390x"} {
-		if got := DebianArch(goarch); got != deb {
-			t.Errorf("DebianArch(%s) = %s, want %s", goarch, got, deb)
-		}
-	}
-}
-
-func TestMirrorCache(t *testing.T) {
-	c := load(t)
-	bookworm, _ := c.Lookup("debian-bookworm")
-	sid, _ := c.Lookup("debian-sid")
-	day := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
-	name := cacheName(bookworm, "amd64", day)
-	if !strings.HasPrefix(name, "debian-bookworm-amd64-") || !strings.HasSuffix(name, ".tar") {
-		t.Errorf("cache name %s", name)
-	}
-	if cacheName(bookworm, "amd64", day.Add(15*time.Hour)) != name {
-		t.Error("the same UTC day must share the cache entry")
-	}
-	for what, other := range map[string]string{
-		"next day":    cacheName(bookworm, "amd64", day.Add(24*time.Hour)),
-		"other arch":  cacheName(bookworm, "arm64", day),
-		"other suite": cacheName(sid, "amd64", day),
-	} {
-		if other == name {
-			t.Errorf("%s: same cache entry %s", what, name)
-		}
-	}
-
-	dir := t.TempDir()
-	src := filepath.Join(dir, "rootfs.tar")
-	os.WriteFile(src, []byte("tar"), 0o600)
-	dst := filepath.Join(dir, "cache", name)
-	os.Mkdir(filepath.Dir(dst), 0o700)
-	if err := keep(src, dst); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(dst); string(b) != "tar" {
-		t.Errorf("cached %q", b)
-	}
-	old := filepath.Join(dir, "cache", "debian-buster-amd64-0.tar")
-	os.WriteFile(old, nil, 0o600)
-	os.Chtimes(old, day.Add(-72*time.Hour), day.Add(-72*time.Hour))
-	os.Chtimes(dst, day, day)
-	pruneCache(filepath.Join(dir, "cache"), day.Add(time.Hour), slog.New(slog.DiscardHandler))
-	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("old entry kept: %v", err)
-	}
-	if _, err := os.Stat(dst); err != nil {
-		t.Errorf("today's entry removed: %v", err)
-	}
-}
-
-func TestRunKeepsTheTail(t *testing.T) {
-	ctx := context.Background()
-	err := run(ctx, nil, "sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; echo 'E: Release file for http://m/dists/sid/InRelease is expired (invalid since 23d)' >&2; exit 25")
-	if !errors.Is(err, errExpired) || !strings.HasSuffix(err.Error(), "sh failed (release file expired: exit status 25): line 4 | line 5 | E: Release file for http://m/dists/sid/InRelease is expired (invalid since 23d)") {
-		t.Errorf("err = %v", err)
-	}
-	var out strings.Builder
-	if err := run(ctx, &out, "sh", "-c", "echo shown"); err != nil || out.String() != "shown\n" {
-		t.Errorf("run = %v, output %q", err, out.String())
-	}
-	if err := run(ctx, nil, "sh", "-c", "exit 3"); err == nil || errors.Is(err, errExpired) {
-		t.Errorf("plain failure: %v", err)
 	}
 }

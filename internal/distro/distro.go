@@ -58,3 +58,20 @@ func LookupFamily(name string) (Family, bool) {
 	}
 	return families[i], true
 }
+
+// DebianArch maps a Go architecture to Debian's name for it.
+func DebianArch(goarch string) string {
+	switch goarch {
+	case "arm":
+		return "armhf"
+	case "386":
+		return "i386"
+	case "ppc64le":
+		return "ppc64el"
+	case "mips64le":
+		return "mips64el"
+	case "loong64":
+		return "loong64"
+	}
+	return goarch
+}

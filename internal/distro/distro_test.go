@@ -299,3 +299,11 @@ func TestSystemdVersion(t *testing.T) {
 		}
 	}
 }
+
+func TestDebianArch(t *testing.T) {
+	for goarch, deb := range map[string]string{"amd64": "amd64", "arm64": "arm64", "arm": "armhf", "386": "i386", "ppc64le": "ppc64el", "s390x": "s390x"} {
+		if got := DebianArch(goarch); got != deb {
+			t.Errorf("DebianArch(%s) = %s, want %s", goarch, got, deb)
+		}
+	}
+}

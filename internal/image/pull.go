@@ -212,13 +212,13 @@ func (s *Store) remoteOptions(ctx context.Context, opts PullOptions) []remote.Op
 func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions) (name.Reference, *v1.Descriptor, error) {
 	var sources []name.Reference
 	for _, m := range opts.Mirrors[ref.Registry()] {
-		r, err := ref.at(m)
+		r, err := at(ref, m)
 		if err != nil {
 			return nil, nil, fmt.Errorf("mirror %s: %w", m, err)
 		}
 		sources = append(sources, r)
 	}
-	sources = append(sources, ref.ref)
+	sources = append(sources, ref.Remote())
 	var answer, last error
 	for _, src := range sources {
 		t0 := time.Now()

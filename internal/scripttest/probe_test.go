@@ -19,8 +19,8 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/flock"
+	"github.com/racker-postroj/racker/internal/mirror"
 	"github.com/racker-postroj/racker/internal/nspawn"
 	"github.com/racker-postroj/racker/internal/testenv"
 	"github.com/racker-postroj/racker/internal/testregistry"
@@ -126,7 +126,7 @@ func curatedTemplateStore(name string) (string, error) {
 		return "", err
 	}
 	// Keyed by what mirror builds install, so a change there rebuilds.
-	sum := sha256.Sum256([]byte(strings.Join(curated.MirrorPackages, ",")))
+	sum := sha256.Sum256([]byte(strings.Join(mirror.Packages(), ",")))
 	dir := filepath.Join(base, name+"-"+hex.EncodeToString(sum[:4]))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()

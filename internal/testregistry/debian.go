@@ -21,7 +21,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/testenv"
 )
@@ -158,7 +158,7 @@ func resolve(ctx context.Context, r Recipe) (ResolvedRecipe, error) {
 		k.Mirror = testenv.Mirror(r.Suite)
 	}
 	if k.Arch == "" {
-		k.Arch = curated.DebianArch(runtime.GOARCH)
+		k.Arch = distro.DebianArch(runtime.GOARCH)
 	}
 	if _, err := exec.LookPath("mmdebstrap"); err == nil {
 		var out strings.Builder

@@ -1,4 +1,7 @@
-package curated
+// Package mirror builds images from a distribution's package mirror with
+// mmdebstrap (Debian-family catalogue entries) and imports them into the
+// image store, for machines that reach a package mirror but no registry.
+package mirror
 
 import (
 	"context"
@@ -21,21 +24,26 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/image"
 )
 
-// MirrorPackages are installed into images built from a mirror on top of
-// mmdebstrap's minbase variant: what booting and probing need
-// (distro.BootNeeds), so such images need no preparation.
-var MirrorPackages = []string{"systemd", "systemd-sysv", "dbus", "curl", "ca-certificates"}
+// Packages returns what is installed into images built from a mirror on top
+// of mmdebstrap's minbase variant: apt's names for what booting and probing
+// need (distro.BootNeeds), so such images need no preparation.
+func Packages() []string {
+	apt, _ := distro.LookupManager("apt-get")
+	return apt.Packages(distro.BootPackages())
+}
 
-// ErrNoMmdebstrap is wrapped by BuildFromMirror's error when mmdebstrap is
+// ErrNoMmdebstrap is wrapped by Build's error when mmdebstrap is
 // not installed.
 var ErrNoMmdebstrap = errors.New("mmdebstrap is not installed (apt-get install mmdebstrap)")
 
-// BuildOptions configure BuildFromMirror.
-type BuildOptions struct {
+// Options configure Build.
+type Options struct {
 	// Output receives mmdebstrap's output as it runs; otherwise it is kept
 	// and its last lines are part of any error.
 	Output io.Writer
@@ -53,11 +61,11 @@ type BuildOptions struct {
 	Notify func(msg string)
 }
 
-// BuildFromMirror builds e's root filesystem from its package mirror with
-// mmdebstrap (variant minbase plus MirrorPackages) and imports it into st
-// as e.MirrorReference(). The build runs in the store's tmp/ and leaves
+// Build builds e's root filesystem from its package mirror with mmdebstrap
+// (variant minbase plus Packages) and imports it into st as
+// e.MirrorReference(). The build runs in the store's tmp/ and leaves
 // nothing behind.
-func BuildFromMirror(ctx context.Context, st *image.Store, e Entry, opts BuildOptions) (image.Image, error) {
+func Build(ctx context.Context, st *image.Store, e curated.Entry, opts Options) (image.Image, error) {
 	img, err := buildFromMirror(ctx, st, e, opts)
 	if err != nil {
 		return image.Image{}, fmt.Errorf("building %s from %s: %w", e.Name, mirrorURL(e), err)
@@ -65,14 +73,14 @@ func BuildFromMirror(ctx context.Context, st *image.Store, e Entry, opts BuildOp
 	return img, nil
 }
 
-func mirrorURL(e Entry) string {
+func mirrorURL(e curated.Entry) string {
 	if e.Mirror == nil {
 		return "its mirror"
 	}
 	return e.Mirror.URL
 }
 
-func buildFromMirror(ctx context.Context, st *image.Store, e Entry, opts BuildOptions) (image.Image, error) {
+func buildFromMirror(ctx context.Context, st *image.Store, e curated.Entry, opts Options) (image.Image, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -99,7 +107,7 @@ func buildFromMirror(ctx context.Context, st *image.Store, e Entry, opts BuildOp
 	}
 
 	t0 := time.Now()
-	arch := DebianArch(runtime.GOARCH)
+	arch := distro.DebianArch(runtime.GOARCH)
 	tarPath := filepath.Join(dir, "rootfs.tar")
 	cached := ""
 	if opts.CacheDir != "" {
@@ -170,10 +178,10 @@ const ignoreValidUntil = `--aptopt=Acquire::Check-Valid-Until "false"`
 var errExpired = errors.New("release file expired")
 
 // mmdebstrapArgs returns mmdebstrap's arguments for building e into out.
-func mmdebstrapArgs(e Entry, arch, out string) []string {
+func mmdebstrapArgs(e curated.Entry, arch, out string) []string {
 	args := []string{
 		"--variant=minbase",
-		"--include=" + strings.Join(MirrorPackages, ","),
+		"--include=" + strings.Join(Packages(), ","),
 		"--architectures=" + arch,
 		"--format=tar",
 	}
@@ -189,7 +197,7 @@ func mmdebstrapArgs(e Entry, arch, out string) []string {
 
 // cacheName names the cached tar of e's build for arch on the UTC day of
 // t: the suite for people, a hash of everything that decides the content.
-func cacheName(e Entry, arch string, t time.Time) string {
+func cacheName(e curated.Entry, arch string, t time.Time) string {
 	sum := sha256.Sum256([]byte(strings.Join(mmdebstrapArgs(e, arch, "-"), "\x00") + "\x00" + t.UTC().Format(time.DateOnly)))
 	return fmt.Sprintf("%s-%s-%s-%s.tar", e.Family, e.Mirror.Suite, arch, hex.EncodeToString(sum[:8]))
 }
@@ -234,26 +242,9 @@ func keep(src, dst string) error {
 	return os.Rename(tmp, dst)
 }
 
-// DebianArch maps a Go architecture to Debian's name for it.
-func DebianArch(goarch string) string {
-	switch goarch {
-	case "arm":
-		return "armhf"
-	case "386":
-		return "i386"
-	case "ppc64le":
-		return "ppc64el"
-	case "mips64le":
-		return "mips64el"
-	case "loong64":
-		return "loong64"
-	}
-	return goarch
-}
-
 // imageFromTar makes a one-layer image of an uncompressed root filesystem
 // tar, configured for this host's platform.
-func imageFromTar(tarPath string, e Entry, arch string, created time.Time) (v1.Image, error) {
+func imageFromTar(tarPath string, e curated.Entry, arch string, created time.Time) (v1.Image, error) {
 	l, err := newTarLayer(tarPath)
 	if err != nil {
 		return nil, err
