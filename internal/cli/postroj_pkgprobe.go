@@ -58,6 +58,7 @@ func pkgprobeCommand() *cli.Command {
 func probeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "unit-timeout", Value: probe.DefaultUnitTimeout, Usage: "how long a unit may take to become active"},
+		&cli.DurationFlag{Name: "settle", Value: probe.DefaultSettle, Usage: "how long a Type=simple, exec or idle service must have been active to pass (other units: a fifth of it)"},
 		&cli.DurationFlag{Name: "network-timeout", Value: probe.DefaultNetworkTimeout, Usage: "how long an address may take to answer"},
 		&cli.DurationFlag{Name: "boot-timeout", Value: nspawn.DefaultBootTimeout, Usage: "give up when booting takes longer"},
 		&cli.StringFlag{Name: "source", Value: container.SourceAuto, Usage: "where catalogue images come from: `SOURCE` auto, registry or mirror"},
@@ -159,7 +160,7 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	if !slices.Contains([]string{container.SourceAuto, container.SourceRegistry, container.SourceMirror}, source) {
 		return nil, usagef("unexpected --source %q (valid: auto, registry, mirror)", source)
 	}
-	for _, f := range []string{"unit-timeout", "network-timeout", "boot-timeout"} {
+	for _, f := range []string{"unit-timeout", "network-timeout", "boot-timeout", "settle"} {
 		if c.Duration(f) <= 0 {
 			return nil, usagef("--%s must be positive, not %s", f, c.Duration(f))
 		}
@@ -191,6 +192,7 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 			Containers:  probe.RuntimeStarter(rt),
 			Logger:      logger(c),
 			BootTimeout: c.Duration("boot-timeout"),
+			Settle:      c.Duration("settle"),
 		},
 	}
 	if c.Bool("verbose") {

@@ -435,62 +435,6 @@ func (p *Prober) command(ctx context.Context, m Machine, args []string, s *Step)
 	return nil
 }
 
-// unit enables and starts u, waits for it, and on failure collects its
-// status and journal.
-func (p *Prober) unit(ctx context.Context, m Machine, u string, timeout time.Duration, s *Step) error {
-	if timeout <= 0 {
-		timeout = DefaultUnitTimeout
-	}
-	settle := p.Settle
-	if settle <= 0 {
-		settle = DefaultSettle
-	}
-	// enable, then start: `enable --now` does not start units that SysV
-	// init scripts generate. --no-block: the wait below, not systemctl,
-	// bounds a slow start. A unit without [Install] (enable only warns),
-	// or one the package started already, is fine.
-	var notes []string
-	for _, verb := range [][]string{{"enable"}, {"--no-block", "start"}} {
-		args := append(append([]string{"systemctl"}, verb...), "--", u)
-		code, out, err := runCapture(ctx, m, args...)
-		if err != nil {
-			s.endErr(Errored, err)
-			return err
-		}
-		if code != 0 && strings.TrimSpace(out) != "" {
-			notes = append(notes, strings.Join(args[:len(args)-2], " ")+": "+lastLines(out, 2))
-		}
-	}
-	o, err := WaitUnit(ctx, m, u, UnitWait{Timeout: timeout, Settle: settle})
-	s.Unit = &o.State
-	s.States = o.Seen
-	if err != nil {
-		s.endErr(Errored, err)
-		return err
-	}
-	if o.Ready {
-		summary := o.State.String()
-		if len(o.Seen) > 1 {
-			summary = fmt.Sprintf("%s after %.1fs (%s)", summary, o.Waited.Seconds(), strings.Join(o.Seen, " -> "))
-		}
-		s.end(Passed, summary)
-		return nil
-	}
-	reason := strings.Join(append([]string{o.Reason}, notes...), "; ")
-	_, status, err := runCapture(ctx, m, "systemctl", "status", "--no-pager", "--full", "--lines=0", "--", u)
-	if err == nil {
-		s.Status = status
-		_, s.Journal, err = runCapture(ctx, m, "journalctl", "--no-pager", "--lines="+fmt.Sprint(journalLines), "--unit="+u)
-	}
-	if err != nil {
-		s.endErr(Errored, err)
-		return err
-	}
-	s.Error = reason
-	s.end(Failed, o.State.String())
-	return nil
-}
-
 func humanSize(n int64) string {
 	switch {
 	case n >= 1<<20:

@@ -34,20 +34,26 @@ func TestParseShowAndEvaluate(t *testing.T) {
 		{"oneshot remaining", show("active", "exited", "success"), Ready, "", "active (exited)"},
 		{"reloading", show("reloading", "reload", "success"), Ready, "", "reloading (reload)"},
 		{"start-pre", show("activating", "start-pre", "success"), Waiting, "", "activating (start-pre)"},
-		{"auto-restart", show("activating", "auto-restart", "exit-code", "NRestarts=2"), Waiting, "", "activating (auto-restart)"},
 		{"queued, job unknown", show("inactive", "dead", "success"), Waiting, "", "inactive (dead)"},
 		{"queued", show("inactive", "dead", "success", "Job=238"), Waiting, "", "inactive (dead)"},
+		{"failed before, queued", show("failed", "failed", "exit-code", "Job=238"), Waiting, "", "failed (failed)"},
 		{"inactive, no job", show("inactive", "dead", "success", "Job="), Broken,
 			"inactive with no start job pending: it stopped again right away, or nothing started it", "inactive (dead)"},
-		{"condition failed", show("inactive", "dead", "success", "Job=", "ConditionResult=no"), Broken,
+		{"condition failed", show("inactive", "dead", "success", "Job=", "ConditionResult=no", "ConditionTimestampMonotonic=123"), Broken,
 			"systemd skipped starting it: a Condition or Assert of the unit does not hold", "inactive (dead)"},
+		{"condition not checked yet", show("inactive", "dead", "success", "Job=", "ConditionResult=no", "ConditionTimestampMonotonic=0"), Broken,
+			"inactive with no start job pending: it stopped again right away, or nothing started it", "inactive (dead)"},
 		{"failed", show("failed", "failed", "exit-code", "ExecMainStatus=3", "ExecMainExitTimestampMonotonic=123"), Broken,
 			"the unit failed: result exit-code, main process exited with status 3", "failed (failed)"},
 		{"failed after restarts", show("failed", "failed", "start-limit-hit", "NRestarts=5"), Broken,
 			"the unit failed: result start-limit-hit, restarted 5 times", "failed (failed)"},
-		{"inactive after failure", show("inactive", "dead", "exit-code"), Broken, "the unit failed: result exit-code", "inactive (dead)"},
-		{"exited oneshot", show("inactive", "dead", "success", "ExecMainExitTimestampMonotonic=99"), Broken,
+		{"inactive after failure", show("inactive", "dead", "exit-code", "Job="), Broken, "the unit failed: result exit-code", "inactive (dead)"},
+		{"exited service", show("inactive", "dead", "success", "Job=", "Type=simple", "ExecMainExitTimestampMonotonic=99"), Broken,
 			"its main process exited (status 0) and the unit is inactive", "inactive (dead)"},
+		{"oneshot that ran", show("inactive", "dead", "success", "Job=", "Type=oneshot", "RemainAfterExit=no", "ExecMainExitTimestampMonotonic=99"),
+			Ready, "", "inactive (dead)"},
+		{"oneshot that failed", show("failed", "failed", "exit-code", "Job=", "Type=oneshot", "ExecMainStatus=1", "ExecMainExitTimestampMonotonic=99"),
+			Broken, "the unit failed: result exit-code, main process exited with status 1", "failed (failed)"},
 		{"not found", "LoadState=not-found\nActiveState=inactive\nSubState=dead\nResult=success\n", Broken, "no such unit", "inactive (dead)"},
 		{"masked", "LoadState=masked\nActiveState=inactive\nSubState=dead\n", Broken, "the unit is masked", "inactive (dead)"},
 		{"bad unit file", "LoadState=bad-setting\nActiveState=inactive\n", Broken, "the unit file is invalid (load state bad-setting)", "inactive"},
@@ -57,6 +63,189 @@ func TestParseShowAndEvaluate(t *testing.T) {
 		if v != tt.want || reason != tt.reason || s.String() != tt.str {
 			t.Errorf("%s: %v %q %q, want %v %q %q", tt.name, v, reason, s.String(), tt.want, tt.reason, tt.str)
 		}
+	}
+}
+
+// at is a unit state the probe saw at a time (since it started the unit).
+type at struct {
+	t time.Duration
+	s UnitState
+}
+
+// svc is a loaded service in state "active (sub)" with result success and
+// no pending job; fields set on the result change it.
+func svc(typ, active, sub string) UnitState {
+	return UnitState{LoadState: "loaded", ActiveState: active, SubState: sub, Result: "success", Type: typ, Restart: "no", HasJob: true}
+}
+
+func (s UnitState) with(f func(*UnitState)) UnitState { f(&s); return s }
+
+// replay feeds seq to a judge as the D-Bus watch does: every state when it
+// arrives, and the last one again whenever the judge asked to be woken
+// before the next arrives. It returns the outcome and when it was decided.
+func replay(t *testing.T, w UnitWait, seq []at) (UnitOutcome, time.Duration) {
+	t.Helper()
+	const start = time.Hour // some monotonic time
+	j := newJudge(w, start)
+	var last UnitState
+	var wake time.Duration
+	for i := 0; ; i++ {
+		if i > 1000 {
+			t.Fatal("no verdict")
+		}
+		now := wake
+		if len(seq) > 0 && (wake == 0 || start+seq[0].t <= wake) {
+			last, now = seq[0].s, start+seq[0].t
+			seq = seq[1:]
+		} else if wake == 0 {
+			t.Fatal("the judge waits for nothing")
+		}
+		var v Verdict
+		v, wake = j.observe(last, now)
+		if v != Waiting {
+			return j.o, now - start
+		}
+	}
+}
+
+// The sequences below are what systemd 252 (Debian 12) signalled for the
+// units of testdata/script/pkgprobe_unit_honest.txtar, times rounded.
+func TestJudgeRecordedSequences(t *testing.T) {
+	w := UnitWait{Timeout: 30 * time.Second, Settle: 500 * time.Millisecond, ShortSettle: 100 * time.Millisecond}
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	const start = time.Hour
+	queued := func(s UnitState) UnitState { return s.with(func(s *UnitState) { s.Job = "start" }) }
+	done := func(s UnitState) UnitState { return s.with(func(s *UnitState) { s.JobResult = "done" }) }
+	activeAt := func(s UnitState, t time.Duration) UnitState {
+		return s.with(func(s *UnitState) { s.ActiveSince = start + t })
+	}
+	exited := func(s UnitState, status int) UnitState {
+		return s.with(func(s *UnitState) { s.MainExited, s.MainStatus = true, status })
+	}
+	failed := func(s UnitState, result string) UnitState {
+		return s.with(func(s *UnitState) { s.Result = result })
+	}
+	restarts := func(s UnitState, n int) UnitState {
+		return s.with(func(s *UnitState) { s.NRestarts, s.Restart = n, "always" })
+	}
+	for _, tt := range []struct {
+		name    string
+		seq     []at
+		ready   bool
+		reason  string
+		decided time.Duration // when the verdict came, at the latest
+		seen    string
+	}{
+		{
+			// systemd-journald, active since boot, long before the probe.
+			name:  "notify, active since boot",
+			seq:   []at{{ms(0), activeAt(svc("notify", "active", "running"), -ms(150))}},
+			ready: true, decided: 0, seen: "active (running)",
+		},
+		{
+			// A notify service the probe started: it is given ShortSettle.
+			name: "notify, started now",
+			seq: []at{{0, queued(svc("notify", "inactive", "dead"))}, {ms(5), queued(svc("notify", "activating", "start"))},
+				{ms(40), done(activeAt(svc("notify", "active", "running"), ms(40)))}},
+			ready: true, decided: ms(140), seen: "inactive (dead), activating (start), active (running)",
+		},
+		{
+			// Type=simple, ExecStart=/bin/sleep 0.3: active at once, then
+			// dead with result success.
+			name: "active, then exited 0.3s later",
+			seq: []at{{0, queued(svc("simple", "inactive", "dead"))},
+				{ms(16), done(activeAt(svc("simple", "active", "running"), ms(15)))},
+				{ms(325), done(exited(svc("simple", "inactive", "dead"), 0))}},
+			reason: "became active, then inactive (dead) after 0.3s: its main process exited with status 0", decided: ms(325),
+			seen: "inactive (dead), active (running), inactive (dead)",
+		},
+		{
+			name: "active, then failed within the settle time",
+			seq: []at{{0, queued(svc("simple", "inactive", "dead"))},
+				{ms(10), done(activeAt(svc("simple", "active", "running"), ms(10)))},
+				{ms(200), done(svc("simple", "deactivating", "stop-sigterm"))},
+				{ms(260), done(exited(failed(svc("simple", "failed", "failed"), "exit-code"), 2))}},
+			reason: "the unit failed: result exit-code, main process exited with status 2, 0.2s after it became active", decided: ms(260),
+			seen: "inactive (dead), active (running), deactivating (stop-sigterm), failed (failed)",
+		},
+		{
+			// Restart=always, RestartSec=100ms, ExecStart= exits 1: the
+			// transient "failed" before each auto-restart is not the end.
+			name: "restart loop",
+			seq: []at{{0, queued(svc("simple", "inactive", "dead"))},
+				{ms(62), done(restarts(exited(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 1), 0))},
+				{ms(200), done(restarts(exited(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 1), 1))},
+				{ms(212), done(restarts(activeAt(svc("simple", "active", "running"), ms(212)), 1))},
+				{ms(215), done(restarts(exited(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 1), 1))},
+				{ms(450), done(restarts(exited(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 1), 2))},
+				{ms(458), done(restarts(activeAt(svc("simple", "active", "running"), ms(458)), 2))},
+				{ms(459), done(restarts(exited(failed(svc("simple", "failed", "failed"), "exit-code"), 1), 2))},
+				{ms(460), done(restarts(exited(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 1), 2))}},
+			reason:  "restarting: systemd has restarted it 2 times (result exit-code, main process exited with status 1)",
+			decided: ms(562),
+			seen: "inactive (dead), activating (auto-restart), active (running), activating (auto-restart), active (running), " +
+				"failed (failed), activating (auto-restart)",
+		},
+		{
+			name: "restart loop until the start limit",
+			seq: []at{{0, queued(svc("simple", "inactive", "dead"))},
+				{ms(20), done(restarts(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 0))},
+				{ms(80), done(restarts(failed(svc("simple", "failed", "failed"), "start-limit-hit"), 5))}},
+			reason: "the unit failed: result start-limit-hit, restarted 5 times", decided: ms(80),
+			seen: "inactive (dead), activating (auto-restart), failed (failed)",
+		},
+		{
+			// A unit that restarted before the probe looked and is active
+			// now: it did die, so it does not pass.
+			name:   "restarted before the probe looked",
+			seq:    []at{{0, restarts(activeAt(svc("simple", "active", "running"), -ms(2000)), 3)}},
+			reason: "restarting: systemd has restarted it 3 times", decided: ms(500), seen: "active (running)",
+		},
+		{
+			// Type=oneshot, RemainAfterExit=no, ExecStart=/bin/sleep 0.2.
+			name: "oneshot that succeeded",
+			seq: []at{{0, queued(svc("oneshot", "inactive", "dead"))}, {ms(13), queued(svc("oneshot", "activating", "start"))},
+				{ms(223), queued(exited(svc("oneshot", "inactive", "dead"), 0))},
+				{ms(227), done(exited(svc("oneshot", "inactive", "dead"), 0))}},
+			ready: true, decided: ms(227), seen: "inactive (dead), activating (start), inactive (dead)",
+		},
+		{
+			name: "oneshot that failed",
+			seq: []at{{0, queued(svc("oneshot", "inactive", "dead"))}, {ms(10), queued(svc("oneshot", "activating", "start"))},
+				{ms(15), exited(failed(svc("oneshot", "failed", "failed"), "exit-code"), 4).with(func(s *UnitState) { s.JobResult = "failed" })}},
+			reason: "the unit failed: result exit-code, main process exited with status 4", decided: ms(15),
+			seen: "inactive (dead), activating (start), failed (failed)",
+		},
+		{
+			// ConditionPathExists=/etc/probe-skipped.conf: the job is done,
+			// the unit stays inactive, never started.
+			name: "condition does not hold",
+			seq: []at{{0, queued(svc("simple", "inactive", "dead"))},
+				{ms(20), done(svc("simple", "inactive", "dead")).with(func(s *UnitState) {
+					s.ConditionFailed, s.FailedCondition = true, "ConditionPathExists=/etc/probe-skipped.conf"
+				})}},
+			reason: "systemd skipped starting it: ConditionPathExists=/etc/probe-skipped.conf does not hold", decided: ms(20),
+			seen: "inactive (dead)",
+		},
+		{
+			name: "dependency failed",
+			seq: []at{{0, queued(svc("simple", "inactive", "dead"))},
+				{ms(20), svc("simple", "inactive", "dead").with(func(s *UnitState) { s.JobResult = "dependency" })}},
+			reason: "a unit it requires did not start", decided: ms(20), seen: "inactive (dead)",
+		},
+		{
+			name:   "never starts",
+			seq:    []at{{0, queued(svc("simple", "activating", "start-pre"))}},
+			reason: "not active within 30s (state: activating (start-pre))", decided: 30 * time.Second, seen: "activating (start-pre)",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o, decided := replay(t, w, tt.seq)
+			if o.Ready != tt.ready || o.Reason != tt.reason || decided > tt.decided || strings.Join(o.Seen, ", ") != tt.seen {
+				t.Errorf("got ready=%v reason=%q decided at %v, seen %q\nwant ready=%v reason=%q by %v, seen %q",
+					o.Ready, o.Reason, decided, strings.Join(o.Seen, ", "), tt.ready, tt.reason, tt.decided, tt.seen)
+			}
+		})
 	}
 }
 
@@ -158,13 +347,13 @@ func TestWaitUnit(t *testing.T) {
 		{"slow start", []string{show("inactive", "dead", "success"), show("activating", "start-pre", "success"),
 			show("activating", "start-pre", "success"), show("active", "running", "success")}, true, false, "",
 			"inactive (dead), activating (start-pre), active (running)"},
-		{"dies right after starting", []string{show("active", "running", "success"),
+		{"dies right after starting", []string{show("active", "running", "success", "Type=simple"),
 			show("failed", "failed", "exit-code", "ExecMainStatus=3", "ExecMainExitTimestampMonotonic=5")}, false, false,
-			"the unit failed: result exit-code, main process exited with status 3", "active (running), failed (failed)"},
+			"the unit failed: result exit-code, main process exited with status 3, 0.0s after it became active", "active (running), failed (failed)"},
 		{"never starts", []string{show("activating", "start", "success")}, false, true,
 			"not active within 300ms (state: activating (start))", "activating (start)"},
-		{"crash loop", []string{show("activating", "auto-restart", "exit-code", "NRestarts=4")}, false, true,
-			"not active within 300ms (state: activating (auto-restart)), restarted 4 times", "activating (auto-restart)"},
+		{"crash loop", []string{show("activating", "auto-restart", "exit-code", "NRestarts=4")}, false, false,
+			"restarting: systemd has restarted it 4 times (result exit-code)", "activating (auto-restart)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeUnits(map[string][]string{"svc": tt.states})
@@ -182,7 +371,7 @@ func TestWaitUnit(t *testing.T) {
 
 func TestWaitUnitSettles(t *testing.T) {
 	// Active for less than Settle, then failed: not ready.
-	states := []string{show("active", "running", "success"), show("active", "running", "success"),
+	states := []string{show("active", "running", "success", "Type=simple"), show("active", "running", "success", "Type=simple"),
 		show("failed", "failed", "exit-code")}
 	f := newFakeUnits(map[string][]string{"svc": states})
 	o, err := WaitUnit(context.Background(), f, "svc", UnitWait{Timeout: time.Second, Settle: time.Second, Interval: 5 * time.Millisecond})
@@ -202,26 +391,29 @@ func TestWaitUnitCancelled(t *testing.T) {
 }
 
 func TestWaitUnitCountsTimeAlreadyActive(t *testing.T) {
-	up, ok := monotonicNow()
-	if !ok {
-		t.Skip("no CLOCK_MONOTONIC")
-	}
 	since := func(ago time.Duration) string {
-		return "ActiveEnterTimestampMonotonic=" + strconv.FormatInt(int64((up-ago)/time.Microsecond), 10)
+		return "ActiveEnterTimestampMonotonic=" + strconv.FormatInt(int64((monotonic()-ago)/time.Microsecond), 10)
 	}
-	w := UnitWait{Timeout: 5 * time.Second, Settle: time.Second, Interval: 10 * time.Millisecond}
+	w := UnitWait{Timeout: 5 * time.Second, Settle: time.Second, ShortSettle: 200 * time.Millisecond, Interval: 10 * time.Millisecond}
 	// Active for two seconds already (started at boot): ready at once.
-	f := newFakeUnits(map[string][]string{"svc": {show("active", "running", "success", since(2*time.Second))}})
+	f := newFakeUnits(map[string][]string{"svc": {show("active", "running", "success", "Type=simple", since(2*time.Second))}})
 	t0 := time.Now()
 	o, err := WaitUnit(context.Background(), f, "svc", w)
 	if err != nil || !o.Ready || time.Since(t0) > 500*time.Millisecond || f.shown["svc"] != 1 {
 		t.Errorf("long-active unit: ready=%v err=%v after %v and %d checks", o.Ready, err, time.Since(t0), f.shown["svc"])
 	}
 	// Just became active: the whole settle time is waited.
-	f = newFakeUnits(map[string][]string{"svc": {show("active", "running", "success", since(0))}})
+	f = newFakeUnits(map[string][]string{"svc": {show("active", "running", "success", "Type=simple", since(0))}})
 	t0 = time.Now()
 	o, err = WaitUnit(context.Background(), f, "svc", w)
 	if err != nil || !o.Ready || time.Since(t0) < 900*time.Millisecond {
 		t.Errorf("fresh unit: ready=%v err=%v after %v", o.Ready, err, time.Since(t0))
+	}
+	// A notify unit that just became active: only the short settle time.
+	f = newFakeUnits(map[string][]string{"svc": {show("active", "running", "success", "Type=notify", since(0))}})
+	t0 = time.Now()
+	o, err = WaitUnit(context.Background(), f, "svc", w)
+	if d := time.Since(t0); err != nil || !o.Ready || d < 150*time.Millisecond || d > 800*time.Millisecond {
+		t.Errorf("fresh notify unit: ready=%v err=%v after %v", o.Ready, err, d)
 	}
 }
