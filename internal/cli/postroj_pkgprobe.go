@@ -176,6 +176,10 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	if err != nil {
 		return nil, err
 	}
+	retry, err := retryPolicy(c)
+	if err != nil {
+		return nil, err
+	}
 	st, err := openStore(c)
 	if err != nil {
 		return nil, err
@@ -185,10 +189,10 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	e := &probeEnv{c: c, cat: cat, stderr: stderr, rt: rt,
 		acq: container.AcquireOptions{
 			Source:   source,
-			PullOpts: image.PullOptions{Mirrors: mirrors},
+			PullOpts: image.PullOptions{Mirrors: mirrors, Retry: retry},
 		},
 		prober: &probe.Prober{
-			Cache:       &probe.Cache{Dir: c.String("cache-dir"), Logger: logger(c)},
+			Cache:       &probe.Cache{Dir: c.String("cache-dir"), Logger: logger(c), Retry: retry, Progress: stderr},
 			Containers:  probe.RuntimeStarter(rt),
 			Logger:      logger(c),
 			BootTimeout: c.Duration("boot-timeout"),

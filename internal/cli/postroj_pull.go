@@ -64,6 +64,10 @@ func postrojPull(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	retry, err := retryPolicy(c)
+	if err != nil {
+		return err
+	}
 	st, err := openStore(c)
 	if err != nil {
 		return err
@@ -74,7 +78,7 @@ func postrojPull(c *cli.Context) error {
 		Source:      source,
 		Pull:        container.PullAlways,
 		Rebuild:     c.Bool("rebuild"),
-		PullOpts:    image.PullOptions{Mirrors: mirs},
+		PullOpts:    image.PullOptions{Mirrors: mirs, Retry: retry},
 		MirrorCache: mirrorCache(),
 	}
 	if c.Bool("verbose") {

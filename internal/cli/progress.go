@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/image"
+	"github.com/racker-postroj/racker/internal/transfer"
 )
 
 // progress shows a pull's layers. On a terminal (live) it redraws one line
@@ -22,6 +23,8 @@ type progress struct {
 	layers  []image.LayerInfo
 	fetched []int64
 	done    []bool
+	retry   []string // the last retry of each layer, shown until bytes arrive again
+	retryAt []int64
 	started time.Time
 	drawn   int // lines drawn by the last redraw
 	stop    chan struct{}
@@ -39,6 +42,8 @@ func (p *progress) Start(ref string, layers []image.LayerInfo) {
 	p.ref, p.layers, p.started = ref, layers, time.Now()
 	p.fetched = make([]int64, len(layers))
 	p.done = make([]bool, len(layers))
+	p.retry = make([]string, len(layers))
+	p.retryAt = make([]int64, len(layers))
 	var total int64
 	for _, l := range layers {
 		total += l.Size
@@ -68,7 +73,33 @@ func (p *progress) Start(ref string, layers []image.LayerInfo) {
 func (p *progress) Fetched(i int, n int64) {
 	p.mu.Lock()
 	p.fetched[i] = n
+	if p.retry[i] != "" && n > p.retryAt[i] {
+		p.retry[i] = ""
+	}
 	p.mu.Unlock()
+}
+
+// Retrying prints a line per retry ("layer 2/3 8fe13ad9715c: connection
+// dropped at 20.1 MB, resuming (attempt 2/5)"); the live display shows it
+// as the layer's state until bytes arrive again.
+func (p *progress) Retrying(i int, what string, r transfer.Retry) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i >= 0 && i < len(p.layers) {
+		what = fmt.Sprintf("layer %d/%d %s", i+1, len(p.layers), shortDigest(p.layers[i].Digest))
+		if p.live {
+			p.retry[i], p.retryAt[i] = r.String(), p.fetched[i]
+			return
+		}
+	}
+	if p.live && p.drawn > 0 {
+		// Above the layer lines, which are drawn again below it.
+		fmt.Fprintf(p.w, "\x1b[%dA\x1b[2K%s: %s\n", p.drawn, what, r)
+		p.drawn = 0
+		p.redraw()
+		return
+	}
+	fmt.Fprintf(p.w, "  %s: %s\n", what, r)
 }
 
 func (p *progress) Unpacked(i int) {
@@ -112,6 +143,8 @@ func (p *progress) redraw() {
 		switch {
 		case p.done[i]:
 			state = "unpacked"
+		case p.retry[i] != "":
+			state = p.retry[i]
 		case p.fetched[i] >= l.Size && l.Size > 0:
 			state = "unpacking"
 		case p.fetched[i] > 0:

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/racker-postroj/racker/internal/image"
+	"github.com/racker-postroj/racker/internal/transfer"
 )
 
 var testLayers = []image.LayerInfo{
@@ -53,5 +54,20 @@ func TestProgressLive(t *testing.T) {
 	}
 	if strings.Contains(out, "Pulling") {
 		t.Error("live display printed the line-mode header")
+	}
+}
+
+func TestProgressRetryLines(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf, false)
+	p.Retrying(-1, "the manifest of x", transfer.Retry{Fault: &transfer.Fault{Kind: transfer.Status, Status: 503}, Attempt: 2, Attempts: 5})
+	p.Start("x", testLayers)
+	p.Retrying(0, "layer aaaaaaaaaaaa", transfer.Retry{Fault: &transfer.Fault{Kind: transfer.Dropped, At: 20_100_000}, Attempt: 2, Attempts: 5, Resume: true})
+	p.Stop()
+	want := "  the manifest of x: HTTP 503 Service Unavailable, retrying (attempt 2/5)\n" +
+		"Pulling x: 60.0 MB in 2 layers\n" +
+		"  layer 1/2 aaaaaaaaaaaa: connection dropped at 20.1 MB, resuming (attempt 2/5)\n"
+	if buf.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
 	}
 }

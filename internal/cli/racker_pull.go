@@ -21,6 +21,7 @@ func pullCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "platform", Usage: "pick this `OS/ARCH[/VARIANT]` from multi-platform images (default: linux/host architecture)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no progress"},
+			stallFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -37,6 +38,9 @@ func pullCommand() *cli.Command {
 				}
 			}
 			if opts.Mirrors, err = mirrors(); err != nil {
+				return err
+			}
+			if opts.Retry, err = retryPolicy(c); err != nil {
 				return err
 			}
 			st, err := openStore(c)

@@ -36,6 +36,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "fast-boot", Value: true, Usage: "mask units a throw-away container does not need (consoles, timers, ...)"},
 			&cli.StringFlag{Name: "platform", Usage: "pull this `OS/ARCH[/VARIANT]`"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no pull progress"},
+			stallFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			opts, err := runOptions(c)
@@ -107,6 +108,9 @@ func runOptions(c *cli.Context) (container.Options, error) {
 		return opts, usageError{err}
 	}
 	if opts.Process, err = processFromFlags(c, c.Args().Tail()); err != nil {
+		return opts, err
+	}
+	if opts.PullOpts.Retry, err = retryPolicy(c); err != nil {
 		return opts, err
 	}
 	if opts.PullOpts.Mirrors, err = mirrors(); err != nil {

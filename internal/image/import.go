@@ -52,7 +52,7 @@ func (s *Store) importImage(ctx context.Context, ref Reference, img v1.Image) (I
 		return Image{}, fmt.Errorf("%w: image is for %q, only linux images can run", ErrPlatform, PlatformString(p))
 	}
 	rr := refRecord{Reference: ref.String(), Digest: digest.String(), Platform: PlatformString(p)}
-	return s.store(ctx, img, cfg, rr, PullOptions{})
+	return s.store(ctx, img, cfg, rr, PullOptions{}, nil)
 }
 
 // WorkDir makes a directory in the store's tmp/ for building the image

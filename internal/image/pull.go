@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"os"
@@ -27,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/racker-postroj/racker/internal/layer"
+	"github.com/racker-postroj/racker/internal/transfer"
 )
 
 // PullOptions configure Store.Pull. The zero value pulls linux/<host arch>
@@ -48,6 +50,9 @@ type PullOptions struct {
 	MaxEntries int64
 	// Parallel is how many layers download at once (0: 3).
 	Parallel int
+	// Retry bounds how every download of the pull survives transient
+	// faults (see transfer.Transport); its Stall is --stall-timeout.
+	Retry transfer.Policy
 }
 
 // Progress receives pull progress. Calls may come from several goroutines.
@@ -58,6 +63,9 @@ type Progress interface {
 	Fetched(i int, n int64)
 	// Unpacked reports that layer i is applied to the root filesystem.
 	Unpacked(i int)
+	// Retrying reports that a download failed and is tried again: layer
+	// i, or (i < 0) another download, such as a manifest, named by what.
+	Retrying(i int, what string, r transfer.Retry)
 }
 
 // LayerInfo describes one layer of an image being pulled.
@@ -124,7 +132,8 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 	}
 
 	t0 := time.Now()
-	src, top, err := s.head(ctx, ref, opts)
+	dl := newDownloads(ref.String(), opts, s.Logger)
+	src, top, err := s.head(ctx, ref, opts, dl)
 	if err != nil {
 		return PullResult{}, err
 	}
@@ -136,9 +145,9 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 		}
 	}
 
-	desc, err := remote.Get(src, s.remoteOptions(ctx, opts)...)
+	desc, err := remote.Get(src, s.remoteOptions(ctx, opts, dl)...)
 	if err != nil {
-		return PullResult{}, err
+		return PullResult{}, asDownloadError(err, "the manifest")
 	}
 	img, index, err := pickPlatform(desc, platform, explicit)
 	if err != nil {
@@ -148,9 +157,12 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 	if err != nil {
 		return PullResult{}, err
 	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return PullResult{}, fmt.Errorf("reading image config: %w", err)
+	var cfg *v1.ConfigFile
+	if err := dl.again(ctx, -1, "the config of "+ref.String(), func() (err error) {
+		cfg, err = img.ConfigFile()
+		return err
+	}); err != nil {
+		return PullResult{}, fmt.Errorf("reading image config: %w", asDownloadError(err, "the config"))
 	}
 	pl := PlatformString(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})
 	if cfg.OS != "linux" {
@@ -164,20 +176,21 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 	}
 
 	rr := refRecord{Reference: ref.String(), Digest: digest.String(), Index: index, Platform: pl}
-	out, err := s.store(ctx, img, cfg, rr, opts)
+	out, err := s.store(ctx, img, cfg, rr, opts, dl)
 	return PullResult{Image: out}, err
 }
 
 // store unpacks img under the lock of its digest unless its content is
-// already stored, then records the reference rr. Pull and Import share it.
-func (s *Store) store(ctx context.Context, img v1.Image, cfg *v1.ConfigFile, rr refRecord, opts PullOptions) (Image, error) {
+// already stored, then records the reference rr. Pull and Import share it;
+// dl is the pull's network side, nil for a local image.
+func (s *Store) store(ctx context.Context, img v1.Image, cfg *v1.ConfigFile, rr refRecord, opts PullOptions, dl *downloads) (Image, error) {
 	unlock, err := s.lock(ctx, rr.Digest)
 	if err != nil {
 		return Image{}, err
 	}
 	defer unlock()
 	if _, err := s.readRecord(rr.Digest); err != nil {
-		if err := s.unpack(ctx, rr.Reference, img, cfg, rr, opts); err != nil {
+		if err := s.unpack(ctx, rr.Reference, img, cfg, rr, opts, dl); err != nil {
 			return Image{}, err
 		}
 	} else {
@@ -189,27 +202,18 @@ func (s *Store) store(ctx context.Context, img v1.Image, cfg *v1.ConfigFile, rr 
 	return s.image(rr)
 }
 
-func (s *Store) remoteOptions(ctx context.Context, opts PullOptions) []remote.Option {
+func (s *Store) remoteOptions(ctx context.Context, opts PullOptions, dl *downloads) []remote.Option {
 	kc := opts.Keychain
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
-	tr := opts.Transport
-	if tr == nil {
-		tr = http.DefaultTransport
-	}
-	return []remote.Option{
-		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(kc),
-		remote.WithTransport(loopbackOnlyHTTP{next: tr}),
-		remote.WithUserAgent("racker"),
-	}
+	return dl.options(ctx, remote.WithAuthFromKeychain(kc))
 }
 
 // head finds the first source (mirrors, then the registry itself) that
 // serves ref and returns it with the descriptor it resolves to. When every
 // source fails, the registry's own answer wins over a connection failure.
-func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions) (name.Reference, *v1.Descriptor, error) {
+func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions, dl *downloads) (name.Reference, *v1.Descriptor, error) {
 	var sources []name.Reference
 	for _, m := range opts.Mirrors[ref.Registry()] {
 		r, err := at(ref, m)
@@ -222,10 +226,10 @@ func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions) (name
 	var answer, last error
 	for _, src := range sources {
 		t0 := time.Now()
-		d, err := remote.Head(src, s.remoteOptions(ctx, opts)...)
+		d, err := remote.Head(src, s.remoteOptions(ctx, opts, dl)...)
 		if err != nil && ctx.Err() == nil {
 			// Some registries refuse HEAD; GET is the reference behaviour.
-			if gd, gerr := remote.Get(src, s.remoteOptions(ctx, opts)...); gerr == nil {
+			if gd, gerr := remote.Get(src, s.remoteOptions(ctx, opts, dl)...); gerr == nil {
 				d, err = &gd.Descriptor, nil
 			} else {
 				err = gerr
@@ -247,7 +251,7 @@ func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions) (name
 	if answer != nil {
 		return nil, nil, answer
 	}
-	return nil, nil, last
+	return nil, nil, asDownloadError(last, "the manifest")
 }
 
 // MatchesPlatform reports whether the stored image runs as platform p.
@@ -324,7 +328,7 @@ func pickPlatform(desc *remote.Descriptor, platform v1.Platform, explicit bool) 
 
 // unpack downloads and applies the layers of img into a temporary
 // directory and activates it as images/sha256/<hex>.
-func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.ConfigFile, rr refRecord, opts PullOptions) error {
+func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.ConfigFile, rr refRecord, opts PullOptions, dl *downloads) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	h, err := digestHex(rr.Digest)
@@ -377,6 +381,9 @@ func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.Co
 		}
 		maxBytes = avail - reserve
 	}
+	if dl != nil {
+		dl.setLayers(infos)
+	}
 	if opts.Progress != nil {
 		opts.Progress.Start(ref, infos)
 	}
@@ -400,6 +407,10 @@ func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.Co
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	// The first download that fails ends the pull, and its error is the
+	// pull's: what the extractor makes of the missing bytes is noise.
+	var fetchErr error
+	var failOnce sync.Once
 	for i, l := range layers {
 		wg.Add(1)
 		go func() {
@@ -411,7 +422,11 @@ func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.Co
 				return
 			}
 			defer func() { <-sem }()
-			spools[i].finish(s.fetch(ctx, l, infos[i], i, spools[i], opts.Progress))
+			err := s.fetch(ctx, l, infos[i], i, spools[i], opts.Progress, dl)
+			if err != nil && ctx.Err() == nil {
+				failOnce.Do(func() { fetchErr = err; cancel() })
+			}
+			spools[i].finish(err)
 		}()
 	}
 
@@ -425,6 +440,16 @@ func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.Co
 	for i := range layers {
 		st, err := s.applyLayer(ctx, ap, spools[i], infos[i], cfg.RootFS.DiffIDs[i])
 		if err != nil {
+			// Digests are the final word: bytes that fail verification
+			// are reported as such, not as the corrupt tar or gzip stream
+			// the extractor saw first.
+			if ferr := spools[i].wait(); ferr != nil && !errors.Is(ferr, context.Canceled) {
+				return ferr
+			}
+			failOnce.Do(func() {}) // fetchErr is settled from here on
+			if fetchErr != nil {
+				return fetchErr
+			}
 			return fmt.Errorf("layer %s: %w", short(infos[i].Digest), err)
 		}
 		spools[i].close()
@@ -478,15 +503,32 @@ func checkLayerType(mt types.MediaType) error {
 	return fmt.Errorf("unsupported media type %q: not a filesystem layer", mt)
 }
 
-// fetch downloads one layer blob into w, verifying its size and digest.
-func (s *Store) fetch(ctx context.Context, l v1.Layer, info LayerInfo, i int, w io.Writer, p Progress) error {
-	rc, err := l.Compressed()
+// fetch copies one layer blob into w, verifying its size and digest. A
+// pulled layer (dl set) is verified by go-containerregistry's reader,
+// which fails at the end of the stream unless every byte, resumed ones
+// included, hashes to the manifest's digest; a local image's layers are
+// hashed here.
+func (s *Store) fetch(ctx context.Context, l v1.Layer, info LayerInfo, i int, w io.Writer, p Progress, dl *downloads) error {
+	var rc io.ReadCloser
+	var err error
+	if dl != nil {
+		err = dl.again(ctx, i, "layer "+short(info.Digest), func() (err error) {
+			rc, err = l.Compressed()
+			return err
+		})
+	} else {
+		rc, err = l.Compressed()
+	}
 	if err != nil {
-		return fmt.Errorf("fetching %s: %w", short(info.Digest), err)
+		return fmt.Errorf("fetching %s: %w", short(info.Digest), asDownloadError(err, "layer "+short(info.Digest)))
 	}
 	defer rc.Close()
-	hasher := sha256.New()
-	dst := io.MultiWriter(w, hasher)
+	dst := w
+	var hasher hash.Hash
+	if dl == nil {
+		hasher = sha256.New()
+		dst = io.MultiWriter(w, hasher)
+	}
 	if p != nil {
 		dst = &countingWriter{w: dst, report: func(n int64) { p.Fetched(i, n) }}
 	}
@@ -495,7 +537,14 @@ func (s *Store) fetch(ctx context.Context, l v1.Layer, info LayerInfo, i int, w 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("fetching %s: %w", short(info.Digest), err)
+		if strings.HasPrefix(err.Error(), "error verifying") {
+			// go-containerregistry's verification (its error type is internal)
+			return fmt.Errorf("digest mismatch: blob %s: %w", info.Digest, err)
+		}
+		return fmt.Errorf("fetching %s: %w", short(info.Digest), asDownloadError(err, "layer "+short(info.Digest)))
+	}
+	if hasher == nil {
+		return nil
 	}
 	if n != info.Size {
 		return fmt.Errorf("fetching %s: got %d bytes, manifest says %d", short(info.Digest), n, info.Size)

@@ -87,6 +87,10 @@ func (t loopbackOnlyHTTP) RoundTrip(req *http.Request) (*http.Response, error) {
 // describe turns an error from a registry conversation into a short cause
 // that users can act on.
 func describe(err error) string {
+	var derr *downloadError
+	if errors.As(err, &derr) {
+		return derr.Error()
+	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		for _, d := range terr.Errors {

@@ -52,6 +52,17 @@ func (s *spool) finish(err error) {
 	s.mu.Unlock()
 }
 
+// wait blocks until writing has ended and returns why (nil: complete and
+// verified).
+func (s *spool) wait() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for !s.done {
+		s.cond.Wait()
+	}
+	return s.err
+}
+
 // reader returns a reader from the start of the spool.
 func (s *spool) reader() io.Reader { return &spoolReader{s: s} }
 

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/transfer"
 )
 
 // pkgServer serves package files with ETag and Last-Modified, Range and
@@ -129,7 +131,7 @@ func (d *dropWriter) Write(p []byte) (int, error) {
 }
 
 func testCache(t *testing.T) *Cache {
-	return &Cache{Dir: filepath.Join(t.TempDir(), "downloads"), Attempts: 1}
+	return &Cache{Dir: filepath.Join(t.TempDir(), "downloads"), Retry: transfer.Policy{Attempts: 1, Base: time.Millisecond}}
 }
 
 func tryFetch(t *testing.T, c *Cache, src string) (Package, error) {
@@ -206,7 +208,7 @@ func TestFetchResumesWithRange(t *testing.T) {
 	srv.dropAfter = 30000
 	_, err := tryFetch(t, c, srv.URL+"/x.deb")
 	var de *DownloadError
-	if !errors.As(err, &de) || !strings.Contains(err.Error(), "transfer broke off after 30000 bytes") {
+	if !errors.As(err, &de) || !strings.Contains(err.Error(), "dropped after 30.0 kB of x.deb (1 attempt)") {
 		t.Fatalf("interrupted fetch: %v, want a DownloadError saying it broke off", err)
 	}
 
@@ -229,7 +231,7 @@ func TestFetchResumesWithinOneCall(t *testing.T) {
 	deb := fakeDeb(strings.Repeat("w", 80000))
 	srv.put("/x.deb", deb)
 	c := testCache(t)
-	c.Attempts = 3
+	c.Retry.Attempts = 3
 	srv.dropAfter = 10000
 	pkg := mustFetch(t, c, srv.URL+"/x.deb")
 	if pkg.How != "resumed" || len(srv.seen()) != 2 {
@@ -285,7 +287,7 @@ func TestFetchRestartsOnWrongContentRange(t *testing.T) {
 		t.Fatal("interrupted fetch succeeded")
 	}
 	srv.badRange = true
-	c.Attempts = 2
+	c.Retry.Attempts = 2
 	pkg := mustFetch(t, c, srv.URL+"/x.deb")
 	checkContent(t, pkg, deb)
 }

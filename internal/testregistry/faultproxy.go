@@ -46,7 +46,8 @@ const (
 	FaultStall FaultKind = "stall"
 	// FaultStatus answers Status (with Retry-After, if set) instead.
 	FaultStatus FaultKind = "status"
-	// FaultNoRange ignores the request's Range header: 200 and the whole body.
+	// FaultNoRange takes only requests with a Range header and ignores it:
+	// 200 and the whole body.
 	FaultNoRange FaultKind = "norange"
 	// FaultLength announces a Content-Length Bytes more (or, negative,
 	// less) than the body has, sends what it announced or the whole body,
@@ -234,8 +235,10 @@ func (p *FaultProxy) serve() {
 	}
 }
 
-// take returns the rule for req, using it up, and logs the request.
-func (p *FaultProxy) take(req *http.Request) *FaultRule {
+// take returns the rule for req, whose answer has length body bytes, using
+// it up, and logs the request. Rules that cut a body at a byte only take
+// answers longer than that.
+func (p *FaultProxy) take(req *http.Request, length int64) *FaultRule {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var rule *FaultRule
@@ -246,7 +249,10 @@ func (p *FaultProxy) take(req *http.Request) *FaultRule {
 		if r.Path != "" && !strings.Contains(req.URL.Path, r.Path) {
 			continue
 		}
-		if r.Kind == FaultCorrupt && req.Header.Get("Range") == "" {
+		if (r.Kind == FaultCorrupt || r.Kind == FaultNoRange) && req.Header.Get("Range") == "" {
+			continue
+		}
+		if (r.Kind == FaultDrop || r.Kind == FaultStall || r.Kind == FaultCorrupt) && (length <= r.Bytes || req.Method == http.MethodHead) {
 			continue
 		}
 		r.used++
@@ -264,20 +270,33 @@ func (p *FaultProxy) take(req *http.Request) *FaultRule {
 	return rule
 }
 
+// noRange reports whether the next rule req would take is norange: the
+// upstream request is made before the rule is taken.
+func (p *FaultProxy) noRange(req *http.Request) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.rules {
+		if r.Uses != 0 && r.used >= r.Uses {
+			continue
+		}
+		if r.Path != "" && !strings.Contains(req.URL.Path, r.Path) {
+			continue
+		}
+		if r.Kind == FaultNoRange && req.Header.Get("Range") != "" {
+			return true
+		}
+		if r.Kind != FaultNoRange && r.Kind != FaultCorrupt {
+			return false
+		}
+	}
+	return false
+}
+
 // handle serves one request on c (every answer closes the connection).
 func (p *FaultProxy) handle(c net.Conn) {
 	br := bufio.NewReader(c)
 	req, err := http.ReadRequest(br)
 	if err != nil {
-		return
-	}
-	rule := p.take(req)
-	if rule != nil && rule.Kind == FaultStatus {
-		h := "Content-Length: 0\r\nConnection: close\r\n"
-		if rule.RetryAfter != "" {
-			h += "Retry-After: " + rule.RetryAfter + "\r\n"
-		}
-		fmt.Fprintf(c, "HTTP/1.1 %d %s\r\n%s\r\n", rule.Status, http.StatusText(rule.Status), h)
 		return
 	}
 	out, err := http.NewRequestWithContext(req.Context(), req.Method, p.upstream.ResolveReference(&url.URL{Path: req.URL.Path, RawQuery: req.URL.RawQuery}).String(), req.Body)
@@ -292,7 +311,7 @@ func (p *FaultProxy) handle(c net.Conn) {
 		out.Header[k] = vs
 	}
 	out.Host = req.Host
-	if rule != nil && rule.Kind == FaultNoRange {
+	if p.noRange(req) {
 		out.Header.Del("Range")
 		out.Header.Del("If-Range")
 	}
@@ -310,6 +329,15 @@ func (p *FaultProxy) handle(c net.Conn) {
 			return
 		}
 		length, body = int64(len(b)), strings.NewReader(string(b))
+	}
+	rule := p.take(req, length)
+	if rule != nil && rule.Kind == FaultStatus {
+		h := "Content-Length: 0\r\nConnection: close\r\n"
+		if rule.RetryAfter != "" {
+			h += "Retry-After: " + rule.RetryAfter + "\r\n"
+		}
+		fmt.Fprintf(c, "HTTP/1.1 %d %s\r\n%s\r\n", rule.Status, http.StatusText(rule.Status), h)
+		return
 	}
 	announced, send := length, length
 	if req.Method == http.MethodHead {

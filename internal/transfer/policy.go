@@ -2,8 +2,12 @@ package transfer
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -107,17 +111,126 @@ func RetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	return 0, false
 }
 
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
+// Retrier counts the attempts of one download under Policy, for callers
+// that make the requests themselves because they own what happens to the
+// bytes (Transport uses one per request).
+type Retrier struct {
+	Policy Policy
+	URL    *url.URL
+	// Notify, if set, is told about each retry before its wait.
+	Notify func(Retry)
+
+	attempt int
+	started time.Time
+}
+
+// Begin counts an attempt that starts now and returns its number (from 1).
+func (r *Retrier) Begin() int {
+	if r.attempt == 0 {
+		r.started = time.Now()
 	}
-	t := time.NewTimer(d)
+	r.attempt++
+	return r.attempt
+}
+
+// Attempt is the number of the current attempt.
+func (r *Retrier) Attempt() int { return r.attempt }
+
+// Retry waits before the attempt that follows fault f (resume: it goes on
+// from f.At), or returns the *Error that ends the download when attempts or
+// the total bound are used up, or ctx.Err(), or errAbandoned when abandon
+// is closed during the wait.
+func (r *Retrier) Retry(ctx context.Context, f *Fault, resume bool, abandon <-chan struct{}) error {
+	attempts := r.Policy.attempts()
+	if r.attempt >= attempts {
+		return &Error{URL: r.URL, Fault: f, Attempts: r.attempt}
+	}
+	wait := r.Policy.backoff(r.attempt)
+	if f.hasRetryAfter {
+		wait = f.retryAfter
+	}
+	if total := r.Policy.total(); time.Since(r.started)+wait > total {
+		return &Error{URL: r.URL, Fault: f, Attempts: r.attempt,
+			Reason: fmt.Sprintf("waiting %s more would pass the %s bound", wait.Round(time.Second), total)}
+	}
+	if r.Notify != nil {
+		r.Notify(Retry{URL: r.URL, Fault: f, Attempt: r.attempt + 1, Attempts: attempts, Wait: wait, Resume: resume})
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-abandon:
+		return errAbandoned
 	case <-t.C:
 		return nil
 	}
+}
+
+var errAbandoned = errors.New("response body closed")
+
+// StatusFault is the fault of an answer with a retryable status, with its
+// Retry-After; nil for other statuses.
+func StatusFault(resp *http.Response, at int64) *Fault {
+	if !Retryable(resp.StatusCode) {
+		return nil
+	}
+	f := &Fault{Kind: Status, Status: resp.StatusCode, At: at, Err: fmt.Errorf("server answered %s", resp.Status)}
+	f.retryAfter, f.hasRetryAfter = RetryAfter(resp.Header, time.Now())
+	return f
+}
+
+// Watchdog cancels a request when no byte arrives for a while: create it
+// before the request, make the request with Context, read the body through
+// Reader, and Stop it when done.
+type Watchdog struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	d      time.Duration
+}
+
+// NewWatchdog starts watching with Policy's stall timeout.
+func (p Policy) NewWatchdog(parent context.Context) *Watchdog {
+	ctx, cancel := context.WithCancelCause(parent)
+	d := p.stall()
+	return &Watchdog{ctx: ctx, cancel: cancel, d: d, timer: time.AfterFunc(d, func() { cancel(errStalled) })}
+}
+
+// Context is the context to make the request with.
+func (w *Watchdog) Context() context.Context { return w.ctx }
+
+// Reader returns r, with each byte read putting the deadline off.
+func (w *Watchdog) Reader(r io.Reader) io.Reader { return watched{r: r, w: w} }
+
+// Stalled reports whether the watchdog cancelled the request.
+func (w *Watchdog) Stalled() bool { return context.Cause(w.ctx) == errStalled }
+
+// Fault classifies err, from the request or from reading its body after at
+// bytes: Stalled if the watchdog fired, else Dropped.
+func (w *Watchdog) Fault(err error, at int64) *Fault {
+	if w.Stalled() {
+		return &Fault{Kind: Stalled, At: at, Stall: w.d, Err: err}
+	}
+	return &Fault{Kind: Dropped, At: at, Err: err}
+}
+
+// Stop ends the watch and releases the context.
+func (w *Watchdog) Stop() {
+	w.timer.Stop()
+	w.cancel(nil)
+}
+
+type watched struct {
+	r io.Reader
+	w *Watchdog
+}
+
+func (v watched) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	if n > 0 {
+		v.w.timer.Reset(v.w.d)
+	}
+	return n, err
 }

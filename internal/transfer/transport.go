@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,7 +59,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		(req.Body != nil && req.Body != http.NoBody) || req.Header.Get("Range") != "" {
 		return t.next().RoundTrip(req)
 	}
-	d := &download{t: t, req: req, url: originalURL(req), started: time.Now(), total: -1, closed: make(chan struct{})}
+	d := &download{t: t, req: req, url: originalURL(req), total: -1, closed: make(chan struct{})}
+	d.r = Retrier{Policy: t.Policy, URL: d.url, Notify: t.Notify}
 	for {
 		resp, fault, err := d.do()
 		if err != nil {
@@ -83,11 +86,10 @@ func originalURL(req *http.Request) *url.URL {
 // download is one request and the retries it takes, through the reading of
 // its body.
 type download struct {
-	t       *Transport
-	req     *http.Request
-	url     *url.URL
-	started time.Time
-	attempt int
+	t   *Transport
+	req *http.Request
+	url *url.URL
+	r   Retrier
 
 	// Set from the first answer, for resuming.
 	total     int64  // the body's length, -1 if unknown
@@ -110,16 +112,29 @@ type download struct {
 // do makes one attempt. It returns the response, a fault worth retrying, or
 // an error that ends the download.
 func (d *download) do() (*http.Response, *Fault, error) {
-	d.attempt++
+	attempt := d.r.Begin()
 	stall := d.t.Policy.stall()
 	ctx, cancel := context.WithCancelCause(d.req.Context())
 	r := d.req.Clone(ctx)
 	if d.off > 0 && d.resumable {
-		r.Header.Set("Range", fmt.Sprintf("bytes=%d-", d.off))
+		// With the end when known: some servers (go-containerregistry's
+		// registry) take no open range.
+		rng := fmt.Sprintf("bytes=%d-", d.off)
+		if d.total > 0 {
+			rng += strconv.FormatInt(d.total-1, 10)
+		}
+		r.Header.Set("Range", rng)
 		if v := d.validator(); v != "" {
 			r.Header.Set("If-Range", v)
 		}
 	}
+	// A request that never got a connection (no route, refused, a TLS
+	// handshake with a plain-HTTP server) is not retried on its first
+	// attempt: that is a wrong or unreachable address, not a fault.
+	var connected atomic.Bool
+	r = r.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(httptrace.GotConnInfo) { connected.Store(true) },
+	}))
 	timer := time.AfterFunc(stall, func() { cancel(errStalled) })
 	resp, err := d.t.next().RoundTrip(r)
 	if err != nil {
@@ -131,24 +146,21 @@ func (d *download) do() (*http.Response, *Fault, error) {
 			return nil, nil, err
 		case stalled:
 			return nil, &Fault{Kind: Stalled, At: d.off, Stall: stall, Err: err}, nil
-		case isDial(err):
-			if d.attempt == 1 {
-				return nil, nil, err // unreachable, not a transient fault
-			}
+		case !connected.Load() && attempt == 1:
+			return nil, nil, err
+		case !connected.Load() || isDial(err):
 			return nil, &Fault{Kind: Unreachable, At: d.off, Err: err}, nil
 		}
 		return nil, &Fault{Kind: Dropped, At: d.off, Err: err}, nil
 	}
-	if Retryable(resp.StatusCode) {
+	if f := StatusFault(resp, d.off); f != nil {
 		timer.Stop()
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 		resp.Body.Close()
 		cancel(nil)
-		f := &Fault{Kind: Status, Status: resp.StatusCode, At: d.off, Err: fmt.Errorf("server answered %s", resp.Status)}
-		f.retryAfter, f.hasRetryAfter = RetryAfter(resp.Header, time.Now())
 		return nil, f, nil
 	}
-	if d.attempt > 1 && d.off > 0 {
+	if attempt > 1 && d.off > 0 {
 		if complete(resp, d.off) {
 			// The first answer announced more than there is.
 			timer.Stop()
@@ -160,6 +172,14 @@ func (d *download) do() (*http.Response, *Fault, error) {
 			d.ctx, d.cur, d.cancel, d.timer = ctx, resp.Body, cancel, timer
 			d.mu.Unlock()
 			return resp, nil, nil
+		}
+		if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && d.resumable {
+			// A server that cannot serve the range: from the start, then.
+			timer.Stop()
+			resp.Body.Close()
+			cancel(nil)
+			d.resumable = false
+			return nil, &Fault{Kind: Dropped, At: d.off, Err: fmt.Errorf("server refused the range: %s", resp.Status)}, nil
 		}
 		if err := d.continuing(resp); err != nil {
 			timer.Stop()
@@ -190,7 +210,7 @@ func (d *download) continuing(resp *http.Response) error {
 				d.url.Redacted(), d.off, resp.Header.Get("ETag"), d.etag)
 		}
 		if d.resumable {
-			d.notify(Retry{URL: d.url, Attempt: d.attempt, Attempts: d.t.Policy.attempts(), Restarted: true,
+			d.notify(Retry{URL: d.url, Attempt: d.r.Attempt(), Attempts: d.t.Policy.attempts(), Restarted: true,
 				Fault: &Fault{Kind: Dropped, At: d.off}})
 		}
 		d.skip = d.off
@@ -226,29 +246,7 @@ func (d *download) accept(resp *http.Response) *http.Response {
 // retry waits before the next attempt after fault f, or returns the error
 // that ends the download.
 func (d *download) retry(f *Fault) error {
-	attempts := d.t.Policy.attempts()
-	if d.attempt >= attempts {
-		return &Error{URL: d.url, Fault: f, Attempts: d.attempt}
-	}
-	wait := d.t.Policy.backoff(d.attempt)
-	if f.hasRetryAfter {
-		wait = f.retryAfter
-	}
-	if total := d.t.Policy.total(); time.Since(d.started)+wait > total {
-		return &Error{URL: d.url, Fault: f, Attempts: d.attempt,
-			Reason: fmt.Sprintf("waiting %s more would pass the %s bound", wait.Round(time.Second), total)}
-	}
-	d.notify(Retry{URL: d.url, Fault: f, Attempt: d.attempt + 1, Attempts: attempts, Wait: wait, Resume: d.off > 0 && d.resumable})
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-d.req.Context().Done():
-		return d.req.Context().Err()
-	case <-d.closed:
-		return errClosed
-	case <-t.C:
-		return nil
-	}
+	return d.r.Retry(d.req.Context(), f, d.off > 0 && d.resumable, d.closed)
 }
 
 func (d *download) notify(r Retry) {
@@ -256,8 +254,6 @@ func (d *download) notify(r Retry) {
 		d.t.Notify(r)
 	}
 }
-
-var errClosed = errors.New("response body closed")
 
 // stopTimer ends the stall detection of the current attempt.
 func (d *download) stopTimer() {
@@ -376,7 +372,7 @@ func (b *body) reconnect(f *Fault) error {
 		}
 		select {
 		case <-d.closed:
-			return errClosed
+			return errAbandoned
 		default:
 		}
 		_, nf, err := d.do()
