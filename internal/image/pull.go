@@ -249,7 +249,7 @@ func (s *Store) head(ctx context.Context, ref Reference, opts PullOptions, dl *d
 		last = err
 	}
 	if answer != nil {
-		return nil, nil, answer
+		return nil, nil, asDownloadError(answer, "the manifest")
 	}
 	return nil, nil, asDownloadError(last, "the manifest")
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/racker-postroj/racker/internal/transfer"
 )
 
 // Mirrors maps a registry host ("docker.io") to the hosts that mirror it,
@@ -144,7 +146,8 @@ func describe(err error) string {
 // (as opposed to not reaching it at all).
 func isRegistryAnswer(err error) bool {
 	var terr *transport.Error
-	return errors.As(err, &terr)
+	var xerr *transfer.Error
+	return errors.As(err, &terr) || (errors.As(err, &xerr) && xerr.Fault.Kind == transfer.Status)
 }
 
 func oneLine(s string) string {

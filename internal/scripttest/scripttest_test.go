@@ -77,6 +77,7 @@ func TestScripts(t *testing.T) {
 		},
 	}
 	maps.Copy(p.Cmds, probeCmds) // probe_test.go
+	maps.Copy(p.Cmds, faultCmds) // faults_test.go
 	if !e2e {
 		testscript.Run(t, p)
 		return
