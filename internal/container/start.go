@@ -169,8 +169,10 @@ func (c *Container) Close() error { return c.m.Close() }
 // turned into nspawn options by nspawnOptions, which the unbooted path of
 // Run shares; whatever they need on the host is set up here, before
 // nspawn.Start, and undone where the container ends: Container.Stop and
-// Close in this process, Runtime.Stop and Remove from another, and the
-// pruning in Runtime.List for containers whose racker was killed.
+// Close in this process, Runtime.Stop and Remove from another, and, for a
+// container whose racker was killed, the pruning that nspawn does in one
+// place (its state check, reached from List, Open, Stop and the next claim
+// of the name; removeStale there is where its state directory goes).
 // (Image preparation, Runtime.Bootable, runs its own writable, unbooted
 // container: it is not a container users run.)
 //
