@@ -33,7 +33,7 @@ type cycle struct {
 // runs true through nsenter, and halts it.
 func floorCycle(rootfs, name string, runTrue bool) (cycle, error) {
 	var c cycle
-	notify, addr, err := listenNotify()
+	notify, err := ListenNotify()
 	if err != nil {
 		return c, err
 	}
@@ -41,27 +41,23 @@ func floorCycle(rootfs, name string, runTrue bool) (cycle, error) {
 	start := time.Now()
 	cmd := exec.Command("systemd-nspawn", "--boot", "--volatile=overlay", "--notify-ready=yes",
 		"--register=no", "--keep-unit", "--directory="+rootfs, "--machine="+name)
-	cmd.Env = append(environWithout("NOTIFY_SOCKET"), "NOTIFY_SOCKET="+addr)
+	cmd.Env = append(environWithout("NOTIFY_SOCKET"), "NOTIFY_SOCKET="+notify.Addr())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return c, err
 	}
-	defer cmd.Process.Kill()
-	buf := make([]byte, 4096)
-	leader := 0
-	notify.SetReadDeadline(time.Now().Add(time.Minute))
-	for {
-		n, err := notify.Read(buf)
-		if err != nil {
-			return c, err
-		}
-		msg := string(buf[:n])
-		if _, v, ok := strings.Cut(msg, "X_NSPAWN_LEADER_PID="); ok {
-			leader, _ = strconv.Atoi(strings.Fields(v)[0])
-		}
-		if strings.Contains(msg, "READY=1") {
-			break
-		}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	defer func() {
+		cmd.Process.Kill()
+		<-exited
+	}()
+	leader, err := notify.WaitReady(context.Background(), cmd.Process.Pid, exited, time.Minute)
+	if err != nil {
+		return c, err
 	}
 	c.ready = time.Since(start)
 	if runTrue {
@@ -72,7 +68,7 @@ func floorCycle(rootfs, name string, runTrue bool) (cycle, error) {
 		c.exec = time.Since(t0)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
+	<-exited
 	c.total = time.Since(start)
 	removePropagateDir(name)
 	return c, nil

@@ -2,12 +2,9 @@ package nspawn
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -18,8 +15,6 @@ import (
 
 	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/rootfs"
-
-	"golang.org/x/sys/unix"
 )
 
 // ErrBootTimeout is the cause of a BootError when READY=1 did not arrive
@@ -163,7 +158,7 @@ func (m *Machine) boot(ctx context.Context) error {
 		return fmt.Errorf("creating console log: %w", err)
 	}
 	defer console.Close() // nspawn has its own copy
-	notify, addr, err := listenNotify()
+	notify, err := ListenNotify()
 	if err != nil {
 		return err
 	}
@@ -174,7 +169,7 @@ func (m *Machine) boot(ctx context.Context) error {
 	// Not exec.CommandContext: the container outlives ctx, which only
 	// bounds the boot.
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(environWithout("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"), "NOTIFY_SOCKET="+addr)
+	cmd.Env = append(environWithout("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"), "NOTIFY_SOCKET="+notify.Addr())
 	if root, err := rootfs.Open(m.opts.RootFS); err == nil {
 		version, known := distro.SystemdVersion(root)
 		root.Close()
@@ -228,7 +223,10 @@ func (m *Machine) boot(ctx context.Context) error {
 		return err
 	}
 
-	leader, err := m.waitReady(ctx, notify, pid)
+	leader, err := notify.WaitReady(ctx, pid, m.exited, m.opts.bootTimeout())
+	if errors.Is(err, ErrExitedEarly) && m.cmd != nil {
+		err = fmt.Errorf("%w (%v)", err, m.cmd.ProcessState)
+	}
 	if err != nil {
 		return err
 	}
@@ -245,114 +243,6 @@ func (m *Machine) boot(ctx context.Context) error {
 	err = m.connect(ctx)
 	m.log.Debug("connected", "executor", m.executor, "elapsed", time.Since(start))
 	return err
-}
-
-// listenNotify opens the socket nspawn reports readiness on, in the
-// abstract namespace (no file to clean up, no path length limit). It
-// receives the sender's credentials with every message.
-func listenNotify() (*net.UnixConn, string, error) {
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	addr := "@racker-nspawn/" + hex.EncodeToString(rnd[:])
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		return nil, "", fmt.Errorf("creating notify socket: %w", err)
-	}
-	rc, err := conn.SyscallConn()
-	if err == nil {
-		var serr error
-		err = rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
-		})
-		if err == nil {
-			err = serr
-		}
-	}
-	if err != nil {
-		conn.Close()
-		return nil, "", fmt.Errorf("creating notify socket: %w", err)
-	}
-	return conn, addr, nil
-}
-
-// waitReady waits for READY=1 from nspawn (pid) on notify and returns the
-// container's leader pid from X_NSPAWN_LEADER_PID. Messages from other
-// senders are ignored.
-func (m *Machine) waitReady(ctx context.Context, notify *net.UnixConn, pid int) (int, error) {
-	type message struct {
-		text string
-		err  error
-	}
-	msgs := make(chan message)
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		// Ends when boot closes notify.
-		buf := make([]byte, 4096)
-		oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
-		for {
-			var msg message
-			n, oobn, _, _, err := notify.ReadMsgUnix(buf, oob)
-			if err != nil {
-				msg.err = err
-			} else if senderPID(oob[:oobn]) != pid {
-				continue
-			} else {
-				msg.text = string(buf[:n])
-			}
-			select {
-			case msgs <- msg:
-			case <-done:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	timer := time.NewTimer(m.opts.bootTimeout())
-	defer timer.Stop()
-	leader := 0
-	for {
-		select {
-		case msg := <-msgs:
-			if msg.err != nil {
-				return 0, fmt.Errorf("reading notify socket: %w", msg.err)
-			}
-			m.log.Debug("notify", "message", msg.text)
-			for _, line := range strings.Split(msg.text, "\n") {
-				if v, ok := strings.CutPrefix(line, "X_NSPAWN_LEADER_PID="); ok {
-					leader, _ = strconv.Atoi(v)
-				}
-				if line == "READY=1" {
-					if leader <= 0 {
-						return 0, errors.New("nspawn sent READY=1 without X_NSPAWN_LEADER_PID")
-					}
-					return leader, nil
-				}
-			}
-		case <-m.exited:
-			return 0, fmt.Errorf("systemd-nspawn exited before the container was ready (%v)", m.cmd.ProcessState)
-		case <-timer.C:
-			return 0, fmt.Errorf("%w: no READY=1 within %s", ErrBootTimeout, m.opts.bootTimeout())
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
-}
-
-// senderPID returns the pid in the SCM_CREDENTIALS of a message, or 0.
-func senderPID(oob []byte) int {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return 0
-	}
-	for _, msg := range msgs {
-		if cred, err := unix.ParseUnixCredentials(&msg); err == nil {
-			return int(cred.Pid)
-		}
-	}
-	return 0
 }
 
 // environWithout returns the process environment without the given keys.

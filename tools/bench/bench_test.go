@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
 func TestMedian(t *testing.T) {
@@ -277,7 +280,7 @@ func TestBootFloorFails(t *testing.T) {
 	defer cancel()
 	var r runner
 	err := bootFloor(ctx, &r, t.TempDir(), t.TempDir(), nil) // an empty root filesystem
-	if err == nil || !strings.Contains(err.Error(), "exited before READY=1") {
+	if !errors.Is(err, nspawn.ErrExitedEarly) {
 		t.Errorf("bootFloor of an empty directory: %v, want an error saying nspawn exited", err)
 	}
 	if ctx.Err() != nil {

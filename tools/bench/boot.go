@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,7 +204,7 @@ func floorArgs(rootfs, name string, mask []string) []string {
 // directory.
 func bootFloor(ctx context.Context, r *runner, dir, rootfs string, mask []string) error {
 	name := machineName()
-	notify, addr, err := listenNotify()
+	notify, err := nspawn.ListenNotify()
 	if err != nil {
 		return err
 	}
@@ -213,7 +212,7 @@ func bootFloor(ctx context.Context, r *runner, dir, rootfs string, mask []string
 
 	t0 := time.Now()
 	cmd := exec.Command("systemd-nspawn", floorArgs(rootfs, name, mask)...)
-	cmd.Env = append(environWithout("NOTIFY_SOCKET"), "NOTIFY_SOCKET="+addr)
+	cmd.Env = append(environWithout("NOTIFY_SOCKET"), "NOTIFY_SOCKET="+notify.Addr())
 	consoleLog := filepath.Join(dir, "console.log")
 	console, err := os.Create(consoleLog)
 	if err != nil {
@@ -247,7 +246,7 @@ func bootFloor(ctx context.Context, r *runner, dir, rootfs string, mask []string
 			fileTail(consoleLog, 1000))
 	}
 
-	leader, err := waitReady(ctx, notify, exited)
+	leader, err := notify.WaitReady(ctx, cmd.Process.Pid, exited, time.Minute)
 	if err != nil {
 		return fail(err)
 	}
@@ -276,74 +275,6 @@ func bootFloor(ctx context.Context, r *runner, dir, rootfs string, mask []string
 		return fmt.Errorf("systemd-nspawn after poweroff: %w; output: %s", waitErr, fileTail(consoleLog, 1000))
 	}
 	return nil
-}
-
-// waitReady reads the notify socket until READY=1 and returns the leader
-// pid from X_NSPAWN_LEADER_PID.
-func waitReady(ctx context.Context, notify *net.UnixConn, exited <-chan struct{}) (int, error) {
-	type message struct {
-		text string
-		err  error
-	}
-	msgs := make(chan message)
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		// Ends once waitReady has returned and the caller closed notify.
-		buf := make([]byte, 4096)
-		for {
-			n, err := notify.Read(buf)
-			select {
-			case msgs <- message{string(buf[:n]), err}:
-			case <-done:
-				if err != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	timeout := time.NewTimer(time.Minute)
-	defer timeout.Stop()
-	leader := 0
-	for {
-		select {
-		case m := <-msgs:
-			if m.err != nil {
-				return 0, fmt.Errorf("reading the notify socket: %w", m.err)
-			}
-			for _, line := range strings.Split(m.text, "\n") {
-				if v, ok := strings.CutPrefix(line, "X_NSPAWN_LEADER_PID="); ok {
-					leader, _ = strconv.Atoi(v)
-				}
-				if line == "READY=1" {
-					if leader <= 0 {
-						return 0, errors.New("READY=1 without X_NSPAWN_LEADER_PID")
-					}
-					return leader, nil
-				}
-			}
-		case <-exited:
-			return 0, errors.New("exited before READY=1")
-		case <-timeout.C:
-			return 0, errors.New("no READY=1 within a minute")
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
-}
-
-// listenNotify opens a unixgram socket in the abstract namespace for
-// nspawn's sd_notify messages.
-func listenNotify() (*net.UnixConn, string, error) {
-	addr := fmt.Sprintf("@racker-bench/%d/%d", os.Getpid(), machineSeq.Add(1))
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
-	if err != nil {
-		return nil, "", fmt.Errorf("creating the notify socket: %w", err)
-	}
-	return conn, addr, nil
 }
 
 // environWithout returns the environment without the given keys.
