@@ -1,11 +1,12 @@
 package cli
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/docker/cli/pkg/kvfile"
 
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
@@ -26,31 +27,14 @@ func envEntry(e string) (string, error) {
 	return "", nil
 }
 
-// readEnvFile reads docker's env-file format: KEY=VALUE or KEY lines,
-// blank lines and lines starting with # ignored, no quoting.
+// readEnvFile reads an --env-file with docker's own parser: KEY=VALUE lines
+// as they are (no quoting, no expansion, trailing blanks kept), KEY lines
+// taking KEY's value here (nothing when it is not set here), leading blanks,
+// blank lines and # comments skipped, a UTF-8 BOM dropped.
 func readEnvFile(name string) ([]string, error) {
-	f, err := os.Open(name)
+	env, err := kvfile.Parse(name, os.LookupEnv)
 	if err != nil {
 		return nil, fmt.Errorf("--env-file: %w", err)
-	}
-	defer f.Close()
-	var env []string
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimLeft(sc.Text(), " \t")
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		kv, err := envEntry(line)
-		if err != nil {
-			return nil, fmt.Errorf("--env-file %s:%d: %w", name, n, err)
-		}
-		if kv != "" {
-			env = append(env, kv)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("--env-file %s: %w", name, err)
 	}
 	return env, nil
 }

@@ -31,15 +31,17 @@ func TestEnvEntry(t *testing.T) {
 func TestReadEnvFile(t *testing.T) {
 	t.Setenv("FROM_HOST", "h")
 	f := filepath.Join(t.TempDir(), "env")
-	os.WriteFile(f, []byte("# comment\n\nA=1\n  B=two words\nFROM_HOST\nNOT_SET_ANYWHERE_XYZ\nC=\"quoted\"\n"), 0o644)
+	os.WriteFile(f, []byte("\ufeff# comment\n\nA=1\n  B=two words \nFROM_HOST\nNOT_SET_ANYWHERE_XYZ\nC=\"quoted\"\n"), 0o644)
 	got, err := readEnvFile(f)
-	want := []string{"A=1", "B=two words", "FROM_HOST=h", `C="quoted"`}
+	want := []string{"A=1", "B=two words ", "FROM_HOST=h", `C="quoted"`}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("readEnvFile = %q, %v; want %q", got, err, want)
 	}
-	os.WriteFile(f, []byte("A=1\n=bad\n"), 0o644)
-	if _, err := readEnvFile(f); err == nil || !strings.Contains(err.Error(), ":2:") {
-		t.Errorf("bad line: %v", err)
+	for _, bad := range []string{"A=1\n=bad\n", "A B=1\n", "A=\xff\n"} {
+		os.WriteFile(f, []byte(bad), 0o644)
+		if _, err := readEnvFile(f); err == nil || !strings.Contains(err.Error(), f) {
+			t.Errorf("%q: error %v, want one naming %s", bad, err, f)
+		}
 	}
 	if _, err := readEnvFile(filepath.Join(t.TempDir(), "missing")); err == nil {
 		t.Error("missing file accepted")
