@@ -487,17 +487,26 @@ func TestCancelDuringExec(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		code, err := m.Exec(ctx, Process{Args: sh("sleep 1000; echo not reached"), Stdout: io.Discard})
+		// One sleep in a session of its own: killing the process group
+		// is not enough.
+		code, err := m.Exec(ctx, Process{Args: sh("setsid sleep 1000 & sleep 1000; echo not reached"), Stdout: io.Discard})
 		if !errors.Is(err, context.DeadlineExceeded) || code != -1 {
 			t.Errorf("Exec = %d, %v; want -1, context.DeadlineExceeded", code, err)
 		}
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("cancelled Exec returned after %s", d)
 		}
-		// The command is gone from the container, and so is its unit.
+		// The command is gone from the container, and so is its unit: no
+		// sleep, not even a zombie, and no zombie whose parent is outside
+		// the container (nsenter's child, orphaned to the host's init,
+		// which kept the container's PID namespace from ending).
 		code, out, _ := run(t, m, Process{Args: sh(`for p in /proc/[0-9]*; do cat $p/comm; done 2>/dev/null | grep -c '^sleep$'`)})
 		if strings.TrimSpace(out) != "0" {
 			t.Errorf("sleep processes left in the container: %q (%d)", out, code)
+		}
+		code, out, _ = run(t, m, Process{Args: sh(`grep -h ') Z 0 ' /proc/[0-9]*/stat`)})
+		if code != 1 {
+			t.Errorf("zombies orphaned outside the container: %q (%d)", out, code)
 		}
 		if m.executor == ExecDBus {
 			_, out, _ = run(t, m, Process{Args: []string{"systemctl", "list-units", "--all", "--plain", "--no-legend", "racker-exec-*"}})

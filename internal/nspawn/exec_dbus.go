@@ -292,12 +292,20 @@ func (b *bus) exec(ctx context.Context, log *slog.Logger, root *rootfs.Root, p *
 	}
 	log.Debug("started unit", "unit", name, "command", p.Args)
 
-	res, werr := b.wait(ctx, name, unitPath, signals)
-	if werr != nil {
-		// ctx ended or the bus failed: kill what runs, and give up.
+	res := &unitResult{}
+	if werr := b.wait(ctx, name, unitPath, signals, res); werr != nil {
+		// ctx ended or the bus failed: kill what runs, and wait until
+		// systemd has seen all of it go (the unit is inactive or failed
+		// only when its last process has been reaped), then give up.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		mgr.CallWithContext(cctx, managerIface+".KillUnit", 0, name, "all", int32(unix.SIGKILL))
+		err := mgr.CallWithContext(cctx, managerIface+".KillUnit", 0, name, "all", int32(unix.SIGKILL)).Err
+		if err == nil {
+			err = b.wait(cctx, name, unitPath, signals, res)
+		}
 		cancel()
+		if err != nil {
+			log.Warn("killing the unit of a cancelled command", "unit", name, "err", err)
+		}
 		b.release(name, unitPath)
 		return -1, werr
 	}
@@ -335,16 +343,17 @@ func (b *bus) exec(ctx context.Context, log *slog.Logger, root *rootfs.Root, p *
 	return b.status(res, root, p, file)
 }
 
-// wait follows the unit's signals until it has finished. The exit status
-// comes with the signals (systemd sends a unit's Service properties before
-// its Unit properties); haveStatus is false if the end was learnt otherwise.
-func (b *bus) wait(ctx context.Context, name string, unitPath dbus.ObjectPath, signals <-chan *dbus.Signal) (*unitResult, error) {
-	res := &unitResult{}
+// wait follows the unit's signals into res until it has finished. The exit
+// status comes with the signals (systemd sends a unit's Service properties
+// before its Unit properties); haveStatus is false if the end was learnt
+// otherwise. After an error, res holds what was learnt, so a second wait
+// can go on from there.
+func (b *bus) wait(ctx context.Context, name string, unitPath dbus.ObjectPath, signals <-chan *dbus.Signal, res *unitResult) error {
 	for !res.finished() {
 		select {
 		case sig, ok := <-signals:
 			if !ok {
-				return nil, errors.New("lost the connection to the container's D-Bus")
+				return errors.New("lost the connection to the container's D-Bus")
 			}
 			switch {
 			case sig.Name == jobRemoved && len(sig.Body) == 4:
@@ -385,10 +394,10 @@ func (b *bus) wait(ctx context.Context, name string, unitPath dbus.ObjectPath, s
 				}
 			}
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // drainStatus waits briefly for the exit status of unitPath in signals.

@@ -41,12 +41,16 @@ func (m *Machine) execNsenter(ctx context.Context, root *rootfs.Root, p *Process
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = p.Stdin, p.Stdout, p.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
-	// nsenter forks the command into the container's pid namespace; kill
-	// the whole process group, not just nsenter.
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// nsenter forks the command into the container's pid namespace: kill
+	// the command's processes and let nsenter reap them (see kill.go).
+	session := p.TTY != nil
+	cmd.Cancel = func() error { return cancelNsenter(cmd.Process.Pid, session) }
 	m.log.Debug("nsenter", "args", args)
 	err := cmd.Run()
 	if ctx.Err() != nil {
+		if !awaitCommandGone(cmd.Process.Pid, session) {
+			m.log.Warn("processes of a cancelled command are still there", "nsenter", cmd.Process.Pid)
+		}
 		return -1, ctx.Err()
 	}
 	code, err := exitStatus(err)
