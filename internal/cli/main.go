@@ -40,6 +40,7 @@ func PostrojMain() int {
 func run(app *cli.App, args []string, prog string, failure int) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	useFlagHelp()
 	app.Name = prog
 	app.Version = Version
 	app.HideHelpCommand = true

@@ -15,7 +15,7 @@ import (
 func selftestCommand() *cli.Command {
 	cmd := &cli.Command{
 		Name:      "selftest",
-		Usage:     "run example probes on catalogue images: hostnamectl, or pkgprobe (journald and Apache)",
+		Usage:     "run example probes on catalogue images: hostnamectl, journald and Apache",
 		ArgsUsage: "hostnamectl|pkgprobe [--image=NAME]...",
 		Description: "hostnamectl runs `hostnamectl` in every selected image. pkgprobe runs two probes on each:\n" +
 			"systemd-journald must be active, and Apache (apache2, or httpd on rpm and Arch families),\n" +
