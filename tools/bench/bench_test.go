@@ -107,11 +107,17 @@ func TestCasesAreWellFormed(t *testing.T) {
 		ids[c.id] = true
 	}
 	for _, tg := range targets {
-		if !ids[tg.caseID] || (tg.maxRSS == 0 && !ids[tg.over]) {
+		if !ids[tg.caseID] || (tg.maxRatio > 0 && !ids[tg.over]) {
 			t.Errorf("target %q names a case that does not exist", tg.name)
 		}
-		if (tg.maxRSS > 0) == (tg.maxRatio > 0) {
-			t.Errorf("target %q must set exactly one of maxRatio and maxRSS", tg.name)
+		set := 0
+		for _, v := range []bool{tg.maxRSS > 0, tg.maxRatio > 0, tg.maxSeconds > 0} {
+			if v {
+				set++
+			}
+		}
+		if set != 1 {
+			t.Errorf("target %q must set exactly one of maxRatio, maxSeconds and maxRSS", tg.name)
 		}
 	}
 }

@@ -96,7 +96,7 @@ type tgtRes struct {
 	Name  string  `json:"name"`
 	Value float64 `json:"value"`
 	Limit float64 `json:"limit"`
-	Unit  string  `json:"unit"` // "ratio" (value ≤ limit) or "bytes" (value < limit)
+	Unit  string  `json:"unit"` // "ratio" or "seconds" (value ≤ limit), or "bytes" (value < limit)
 	Pass  bool    `json:"pass"`
 	// Paired is, for ratios, the median of the ratios of the runs that
 	// ran next to each other (sample i of both cases): less swayed by load
@@ -212,6 +212,11 @@ func (r *report) checkTargets(ts []target) {
 				Unit: "bytes", Pass: c.PeakRSSBytes < t.maxRSS})
 			continue
 		}
+		if t.maxSeconds > 0 {
+			r.Targets = append(r.Targets, tgtRes{Name: t.name, Value: c.MedianSeconds, Limit: t.maxSeconds,
+				Unit: "seconds", Pass: c.MedianSeconds <= t.maxSeconds})
+			continue
+		}
 		over := r.find(t.over)
 		if over == nil || over.MedianSeconds == 0 {
 			continue
@@ -288,9 +293,12 @@ func (r *report) print(w io.Writer) {
 		if t.Pass {
 			verdict = "PASS"
 		}
-		if t.Unit == "bytes" {
+		switch t.Unit {
+		case "bytes":
 			fmt.Fprintf(tw, "%s\t%s\t< %s\t%s\t\t\n", t.Name, mib(int64(t.Value)), mib(int64(t.Limit)), verdict)
-		} else {
+		case "seconds":
+			fmt.Fprintf(tw, "%s\t%.3fs\t≤ %.2fs\t%s\t\t\n", t.Name, t.Value, t.Limit, verdict)
+		default:
 			fmt.Fprintf(tw, "%s\t%.2f\t≤ %.2f\t%s\t%.2f\t\n", t.Name, t.Value, t.Limit, verdict, t.Paired)
 		}
 	}
@@ -301,7 +309,11 @@ func (r *report) print(w io.Writer) {
 			miss = append(miss, t.Name)
 		}
 	}
-	fmt.Fprintln(w, "value: ratio of the medians, which decides; paired: median of the ratios of runs made side by side.")
+	fmt.Fprintln(w, "value: ratio of the medians (or a median), which decides; paired: median of the ratios of runs made side by side.")
+	if p, f := r.find("postroj-pkgprobe"), r.find("probe-floor"); p != nil && f != nil && f.MedianSeconds > 0 {
+		fmt.Fprintf(w, "probe group: postroj pkgprobe %.3fs median, floor %.3fs median, ratio %.2f (paired %.2f)\n",
+			p.MedianSeconds, f.MedianSeconds, p.MedianSeconds/f.MedianSeconds, pairedRatio(p.WallSeconds, f.WallSeconds))
+	}
 	if len(miss) > 0 {
 		fmt.Fprintf(w, "\n%d of %d targets missed: %s\n", len(miss), len(r.Targets), strings.Join(miss, "; "))
 	}
