@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/nspawn"
 	"github.com/racker-postroj/racker/internal/probe"
@@ -29,22 +31,31 @@ func pkgprobeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "pkgprobe",
 		Usage: "install packages on a booted image and check their units and network services",
-		UsageText: "postroj pkgprobe --image=NAME [--package=URL|PATH]... [--check-unit=UNIT]...\n" +
-			"       [--check-network=URL]... [--network-timeout=5s] [--report=FILE.json] [--junit=FILE.xml]",
+		UsageText: "postroj pkgprobe --image=NAME... [--package=URL|PATH]... [--check-unit=UNIT]...\n" +
+			"       [--check-network=URL]... [--network=private|host|none] [--allow-host=HOST[:PORT]]...\n" +
+			"       [--jobs=N] [--report=FILE.json] [--junit=FILE.xml]",
 		Description: "The image (a catalogue name such as debian-bookworm, or an image reference such as\n" +
 			"debian:bookworm-slim) boots on a throw-away overlay. Package files are downloaded on this host\n" +
 			"first (into --cache-dir; resumed, revalidated, and checked against #sha256=HEX when the URL\n" +
 			"carries it), bind-mounted read-only into the container and installed with its package manager,\n" +
 			"which resolves their dependencies. Each unit is enabled and started, then must become and stay\n" +
-			"active within --unit-timeout; each address (http://, https://, tcp://HOST:PORT) is checked from\n" +
-			"this host, which shares its network with the container, until it answers or --network-timeout\n" +
-			"passes: any HTTP answer counts unless --expect-status says otherwise (redirects are not\n" +
-			"followed; https certificates are not verified).\n" +
+			"active within --unit-timeout; each address (http://, https://, tcp://HOST:PORT) is checked as\n" +
+			"the container sees it (localhost is the container's own under --network=private and none)\n" +
+			"until it answers or --network-timeout passes: any HTTP answer counts unless --expect-status\n" +
+			"says otherwise (redirects are not followed; https certificates are not verified).\n" +
+			"--network=private (the default): the container has only its own loopback and reaches the\n" +
+			"outside through an HTTP proxy postroj serves there, which lets requests through to the\n" +
+			"image's package repositories, the hosts of --package URLs and --allow-host, answers others\n" +
+			"with 403 and lists them in the report, and keeps package files and indexes fetched over\n" +
+			"plain HTTP in a cache shared by all probes (DIR/packages of --cache-dir).\n" +
+			"Several --image run the same probe on each, --jobs at a time, and end with a table.\n" +
 			"Exit status: 0 passed, 1 a probe failed (including a package that does not install), 2 bad\n" +
 			"usage (also a file that is not a package, or a package type the image cannot install),\n" +
-			"3 infrastructure failure (download, image, boot). The container is gone afterwards.",
+			"3 infrastructure failure (download, image, boot, the proxy); with several images the highest\n" +
+			"of the cells'. The container is gone afterwards.",
 		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "image", Usage: "catalogue `NAME` (postroj list-images) or image reference"},
+			&cli.GenericFlag{Name: "image", Value: &stringList{}, Usage: "catalogue `NAME` (postroj list-images) or image reference (repeatable: a matrix)"},
+			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Value: 2, Usage: "`N` images probed at a time"},
 			&cli.GenericFlag{Name: "package", Value: &stringList{}, Usage: "package file to install: `URL|PATH` (repeatable; URL#sha256=HEX pins it)"},
 			&cli.GenericFlag{Name: "check-unit", Value: &stringList{}, Usage: "systemd `UNIT` that must become active (repeatable)"},
 			&cli.GenericFlag{Name: "check-network", Value: &stringList{}, Usage: "`URL` that must answer: http://, https:// or tcp://HOST:PORT (repeatable)"},
@@ -62,7 +73,9 @@ func probeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "network-timeout", Value: probe.DefaultNetworkTimeout, Usage: "how long an address may take to answer"},
 		&cli.DurationFlag{Name: "boot-timeout", Value: nspawn.DefaultBootTimeout, Usage: "give up when booting takes longer"},
 		&cli.StringFlag{Name: "source", Value: container.SourceAuto, Usage: "where catalogue images come from: `SOURCE` auto, registry or mirror"},
-		&cli.StringFlag{Name: "cache-dir", Value: probe.DefaultCacheDir, EnvVars: []string{"POSTROJ_CACHE"}, Usage: "`DIR` for downloaded packages"},
+		&cli.StringFlag{Name: "cache-dir", Value: DefaultCacheDir, EnvVars: []string{"POSTROJ_CACHE"}, Usage: "`DIR` for downloaded packages (DIR/downloads) and the package cache (DIR/packages)"},
+		&cli.StringFlag{Name: "network", Value: string(container.NetworkPrivate), Usage: "the containers' network: `MODE` private (own loopback, egress through postroj's proxy), host or none"},
+		&cli.GenericFlag{Name: "allow-host", Value: &stringList{}, Usage: "let the proxy through to `HOST[:PORT]` too (repeatable; *.DOMAIN; '*' for every host)"},
 		&cli.StringFlag{Name: "report", Usage: "write a JSON report with every step's timing and outcome to `FILE`"},
 		&cli.StringFlag{Name: "junit", Usage: "write a JUnit XML report to `FILE`"},
 	}
@@ -82,13 +95,20 @@ func listFlag(c *cli.Context, name string) []string {
 	return nil
 }
 
+// DefaultCacheDir is postroj's cache: downloads/ (package files given to
+// pkgprobe) and packages/ (what containers fetch through the proxy).
+const DefaultCacheDir = "/var/cache/postroj"
+
 func pkgprobe(c *cli.Context) error {
 	if c.NArg() != 0 {
 		return usagef("pkgprobe takes no arguments, got %q (packages go with --package)", c.Args().First())
 	}
-	name := c.String("image")
-	if name == "" {
+	names := listFlag(c, "image")
+	if len(names) == 0 {
 		return usagef("pkgprobe needs --image=NAME (postroj list-images shows the catalogue)")
+	}
+	if c.Int("jobs") < 1 {
+		return usagef("--jobs must be at least 1, not %d", c.Int("jobs"))
 	}
 	spec := probe.Spec{
 		Packages:       listFlag(c, "package"),
@@ -116,14 +136,67 @@ func pkgprobe(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if spec.Target, err = env.target(name); err != nil {
-		return err
+	var targets []probe.Target
+	for _, name := range names {
+		t, err := env.target(name)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
 	}
-	rep, err := env.prober.Run(c.Context, spec)
-	if werr := env.writeReports(rep.WriteText, []*probe.Report{rep}, rep); werr != nil && err == nil {
+	if len(targets) == 1 {
+		spec.Target = targets[0]
+		rep, err := env.prober.Run(c.Context, spec)
+		if werr := env.writeReports(rep.WriteText, []*probe.Report{rep}, rep); werr != nil && err == nil {
+			return exitError{code: exitInfra, err: werr}
+		}
+		return probeExit(c, rep.Result, err)
+	}
+	return pkgprobeMatrix(c, env, spec, targets)
+}
+
+// pkgprobeMatrix runs spec on several images: the reports of cells that did
+// not pass, then the table; the exit status is the highest of the cells'.
+func pkgprobeMatrix(c *cli.Context, env *probeEnv, spec probe.Spec, targets []probe.Target) error {
+	for i, t := range targets {
+		for _, o := range targets[:i] {
+			if o.Name == t.Name {
+				return usagef("--image %s given twice", t.Name)
+			}
+		}
+	}
+	env.prober.Output = nil // cells run at once: their output would interleave
+	mx := &probe.Matrix{Prober: env.prober, Jobs: c.Int("jobs"), Progress: env.stderr}
+	rep, err := mx.Run(c.Context, spec, targets)
+	text := func(w io.Writer) error {
+		for _, r := range rep.Cells {
+			if r.Result == probe.Failed || r.Result == probe.Errored {
+				r.WriteText(w)
+				fmt.Fprintln(w)
+			}
+		}
+		return rep.WriteTable(w)
+	}
+	if werr := env.writeReports(text, rep.Cells, rep); werr != nil && err == nil {
 		return exitError{code: exitInfra, err: werr}
 	}
-	return probeExit(c, rep.Result, err)
+	if err != nil {
+		return probeExit(c, rep.Result, err)
+	}
+	// The highest exit status of the cells; the causes were in the table.
+	var worst error
+	code := 0
+	for i, r := range rep.Cells {
+		cerr := probeExit(c, r.Result, rep.Errs[i])
+		var ee exitError
+		if errors.As(cerr, &ee) && ee.code > code {
+			code, worst = ee.code, cerr
+		}
+	}
+	if worst != nil {
+		return exitError{code: code}
+	}
+	return nil
 }
 
 // probeExit maps the outcome of a probe (or selftest) to postroj's exit
@@ -168,6 +241,14 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	if c.String("cache-dir") == "" {
 		return nil, usagef("--cache-dir must not be empty")
 	}
+	mode, err := container.ParseNetworkMode(c.String("network"))
+	if err != nil {
+		return nil, usageError{err}
+	}
+	allow, err := allowRules(c)
+	if err != nil {
+		return nil, err
+	}
 	cat, err := curated.Load()
 	if err != nil {
 		return nil, err
@@ -185,18 +266,22 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 		return nil, err
 	}
 	stderr := &lockedWriter{w: c.App.ErrWriter}
-	rt := &container.Runtime{Store: st, Logger: logger(c)}
+	packages := &egress.Cache{Dir: filepath.Join(c.String("cache-dir"), "packages"), Logger: logger(c)}
+	rt := &container.Runtime{Store: st, Logger: logger(c), PackageCache: packages}
 	e := &probeEnv{c: c, cat: cat, stderr: stderr, rt: rt,
 		acq: container.AcquireOptions{
 			Source:   source,
 			PullOpts: image.PullOptions{Mirrors: mirrors, Retry: retry},
 		},
 		prober: &probe.Prober{
-			Cache:       &probe.Cache{Dir: c.String("cache-dir"), Logger: logger(c), Retry: retry, Progress: stderr},
-			Containers:  probe.RuntimeStarter(rt),
-			Logger:      logger(c),
-			BootTimeout: c.Duration("boot-timeout"),
-			Settle:      c.Duration("settle"),
+			Cache:        &probe.Cache{Dir: filepath.Join(c.String("cache-dir"), "downloads"), Logger: logger(c), Retry: retry, Progress: stderr},
+			Containers:   probe.RuntimeStarter(rt),
+			Network:      mode,
+			Allow:        allow,
+			PackageCache: packages,
+			Logger:       logger(c),
+			BootTimeout:  c.Duration("boot-timeout"),
+			Settle:       c.Duration("settle"),
 		},
 	}
 	if c.Bool("verbose") {
@@ -204,6 +289,23 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 		e.acq.PrepareOutput, e.acq.BuildOutput = stderr, stderr
 	}
 	return e, nil
+}
+
+// allowRules parses --allow-host; a rule for the host's own loopback makes
+// no sense under --network=host, but does no harm either.
+func allowRules(c *cli.Context) ([]egress.Rule, error) {
+	var rules []egress.Rule
+	for _, v := range listFlag(c, "allow-host") {
+		r, err := egress.ParseRule(v)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		rules = append(rules, r)
+	}
+	if len(rules) > 0 && c.String("network") != string(container.NetworkPrivate) {
+		return nil, usagef("--allow-host needs --network=private (there is no proxy under --network=%s)", c.String("network"))
+	}
+	return rules, nil
 }
 
 // target resolves --image: a catalogue name or alias, or, when it has a

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
 	"github.com/racker-postroj/racker/internal/container"
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
@@ -22,6 +24,11 @@ func runCommand() *cli.Command {
 		Description: "The image is pulled if needed, given systemd, D-Bus, curl and CA certificates with its own\n" +
 			"package manager if it lacks them (once; the result is kept in the store), booted with\n" +
 			"systemd-nspawn on a throw-away overlay, and the command runs inside the booted system.\n" +
+			"--network=host (the default, as for machinectl-style OS containers) shares this host's\n" +
+			"network; none gives the container only its own loopback; private does too, and lets it out\n" +
+			"through an HTTP proxy racker serves on that loopback (127.0.0.1:3129, set as http_proxy and\n" +
+			"https_proxy and in apt's and zypper's configuration) to the hosts of the image's package\n" +
+			"repositories and --allow-host only; others get 403.\n" +
 			"The exit status is the command's; 125 when racker fails, 126 when the command cannot be\n" +
 			"executed, 127 when it is not found.",
 		Flags: append(processFlags(),
@@ -37,6 +44,8 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "platform", Usage: "pull this `OS/ARCH[/VARIANT]`"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no pull progress"},
 			stallFlag(),
+			&cli.StringFlag{Name: "network", Value: string(container.NetworkHost), Usage: "`MODE` host (share this host's), private (own loopback, egress through racker's proxy) or none"},
+			&cli.GenericFlag{Name: "allow-host", Value: &stringList{}, Usage: "with --network=private, let the proxy through to `HOST[:PORT]` too (repeatable; *.DOMAIN; '*' for every host)"},
 		),
 		Action: func(c *cli.Context) error {
 			opts, err := runOptions(c)
@@ -103,7 +112,23 @@ func runOptions(c *cli.Context) (container.Options, error) {
 			return opts, usageError{err}
 		}
 	}
-	var err error
+	mode, err := container.ParseNetworkMode(c.String("network"))
+	if err != nil {
+		return opts, usageError{err}
+	}
+	opts.Isolation.Network = container.Network{Mode: mode}
+	if opts.Isolation.Network.Allow, err = allowRules(c); err != nil {
+		return opts, err
+	}
+	if mode == container.NetworkPrivate {
+		switch {
+		case opts.Detach:
+			return opts, usageError{container.ErrPrivateDetached}
+		case opts.Boot == container.BootNever:
+			return opts, usageError{container.ErrPrivateUnbooted}
+		}
+		opts.Isolation.Network.Cache = packageCache(c)
+	}
 	if opts.Binds, err = parseVolumes(c.StringSlice("volume")); err != nil {
 		return opts, usageError{err}
 	}
@@ -219,5 +244,15 @@ func runtime(c *cli.Context) (*container.Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &container.Runtime{Store: st, Logger: logger(c)}, nil
+	return &container.Runtime{Store: st, Logger: logger(c), PackageCache: packageCache(c)}, nil
+}
+
+// packageCache is the package cache racker shares with postroj:
+// $POSTROJ_CACHE/packages, /var/cache/postroj/packages by default.
+func packageCache(c *cli.Context) *egress.Cache {
+	root := os.Getenv("POSTROJ_CACHE")
+	if root == "" {
+		root = DefaultCacheDir
+	}
+	return &egress.Cache{Dir: filepath.Join(root, "packages"), Logger: logger(c)}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
@@ -80,6 +81,10 @@ type Runtime struct {
 	// store's root).
 	StateDir string
 	Logger   *slog.Logger
+	// PackageCache, when set, is where image preparation's package manager
+	// gets its downloads: through a proxy on this host's loopback that keeps
+	// them (see prepareProxy), as private containers' proxies do.
+	PackageCache *egress.Cache
 }
 
 func (r *Runtime) stateDir() string {
@@ -143,13 +148,18 @@ func (r *Runtime) Bootable(ctx context.Context, img image.Image, output io.Write
 // container on the host's network.
 func (r *Runtime) prepareRunner() image.Runner {
 	return func(ctx context.Context, rootfs, script string, out io.Writer) (int, error) {
+		env, stop, err := r.prepareProxy(rootfs)
+		if err != nil {
+			return -1, err
+		}
+		defer stop()
 		return nspawn.Run(ctx, nspawn.Options{
 			Name:     "prepare-" + randomSuffix(),
 			RootFS:   rootfs,
 			StateDir: r.stateDir(),
 			Writable: true,
 			Logger:   r.Logger,
-		}, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Stdout: out, Stderr: out})
+		}, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Env: env, Stdout: out, Stderr: out})
 	}
 }
 

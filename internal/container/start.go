@@ -52,9 +52,9 @@ type StartOptions struct {
 // undone afterwards, in Runtime.Start and Container.Stop): every container
 // racker and postroj start, booted or not, gets it from there.
 type Isolation struct {
-	// PrivateNetwork gives the container only a loopback interface
-	// (systemd-nspawn --private-network) instead of the host's network.
-	PrivateNetwork bool
+	// Network is the container's network (see Network); the zero value is
+	// the host's.
+	Network Network
 }
 
 // Teardown says how Container.Stop and Runtime.Stop end a container.
@@ -87,7 +87,8 @@ func (t Teardown) String() string {
 // Container is a booted container that this process started (Runtime.Start)
 // or opened (Runtime.Open). Its methods are safe for concurrent use.
 type Container struct {
-	m *nspawn.Machine
+	m   *nspawn.Machine
+	net *netState // nil on the host's network, and for opened containers
 }
 
 // Name returns the container's machine name.
@@ -100,6 +101,7 @@ func (c *Container) Done() <-chan struct{} { return c.m.Done() }
 // Exec runs p in the container and returns its exit status (see
 // nspawn.Machine.Exec for the codes and errors).
 func (c *Container) Exec(ctx context.Context, p nspawn.Process) (int, error) {
+	p.Env = c.net.withProxyEnv(p.Env)
 	return c.m.Exec(ctx, p)
 }
 
@@ -117,6 +119,7 @@ func (c *Container) ExecTerminal(ctx context.Context, p nspawn.Process, terminal
 		stop := nspawn.ForwardResize(ctx, terminal, pty)
 		defer stop()
 	}
+	p.Env = c.net.withProxyEnv(p.Env)
 	stdin, stdout := p.Stdin, p.Stdout
 	p.Stdin, p.Stdout, p.Stderr, p.TTY = nil, nil, nil, pty
 	if stdin != nil {
@@ -144,20 +147,28 @@ func (c *Container) ExecTerminal(ctx context.Context, p nspawn.Process, terminal
 // left: no process, mount or state. Calling it again returns the first
 // result. ctx bounds only the wait for a poweroff: killing always finishes.
 func (c *Container) Stop(ctx context.Context, how Teardown, timeout time.Duration) error {
+	var err error
 	switch how {
 	case Poweroff:
-		return c.m.Shutdown(ctx, timeout)
+		err = c.m.Shutdown(ctx, timeout)
 	case Kill:
-		return c.m.Kill()
+		err = c.m.Kill()
+	default:
+		return fmt.Errorf("stopping %s: unexpected teardown %v (valid: Poweroff, Kill)", c.Name(), how)
 	}
-	return fmt.Errorf("stopping %s: unexpected teardown %v (valid: Poweroff, Kill)", c.Name(), how)
+	c.net.close()
+	return err
 }
 
 // Close releases the container. One started attached (without
 // StartOptions.Detach) is powered off, as it cannot outlive its Container;
 // a detached or opened one keeps running and only this process's handles
 // on it are closed.
-func (c *Container) Close() error { return c.m.Close() }
+func (c *Container) Close() error {
+	err := c.m.Close()
+	c.net.close()
+	return err
+}
 
 // Start boots opts.RootFS as a volatile OS container and returns once its
 // systemd has finished booting (READY=1) and commands can be run in it.
@@ -186,13 +197,26 @@ func (r *Runtime) Start(ctx context.Context, opts StartOptions) (*Container, err
 	if err != nil {
 		return nil, err
 	}
+	if opts.Detach && opts.Isolation.Network.Mode == NetworkPrivate {
+		// The proxy lives in this process.
+		return nil, fmt.Errorf("starting %s: %w", nopts.Name, ErrPrivateDetached)
+	}
+	net, err := newNet(opts.Isolation.Network, opts.RootFS, r.logger().With("machine", nopts.Name))
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", nopts.Name, err)
+	}
+	nopts.InitEnv = net.initEnv()
 	t0 := time.Now()
 	m, err := nspawn.Start(ctx, nopts)
 	if err != nil {
 		return nil, err
 	}
 	r.logger().Info("boot", "machine", nopts.Name, "took", time.Since(t0))
-	return &Container{m: m}, nil
+	if err := net.start(m.Leader()); err != nil {
+		m.Kill()
+		return nil, fmt.Errorf("starting %s: %w", nopts.Name, err)
+	}
+	return &Container{m: m, net: net}, nil
 }
 
 // runUnbooted runs p as the only process of a container of opts.RootFS,
@@ -202,6 +226,9 @@ func (r *Runtime) runUnbooted(ctx context.Context, opts StartOptions, p nspawn.P
 	nopts, err := r.nspawnOptions(opts)
 	if err != nil {
 		return -1, err
+	}
+	if opts.Isolation.Network.Mode == NetworkPrivate {
+		return -1, fmt.Errorf("running %s: %w", nopts.Name, ErrPrivateUnbooted)
 	}
 	return nspawn.Run(ctx, nopts, p)
 }
@@ -230,7 +257,7 @@ func (r *Runtime) nspawnOptions(opts StartOptions) (nspawn.Options, error) {
 		MaskUnits:      opts.MaskUnits,
 		BootTimeout:    opts.BootTimeout,
 		Detach:         opts.Detach,
-		PrivateNetwork: opts.Isolation.PrivateNetwork,
+		PrivateNetwork: opts.Isolation.Network.Private(),
 		Logger:         r.Logger,
 	}, nil
 }

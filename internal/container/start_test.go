@@ -44,7 +44,7 @@ func TestNspawnOptions(t *testing.T) {
 	got, err := r.nspawnOptions(StartOptions{
 		RootFS: "/store/rootfs", Image: "docker.io/library/debian:bookworm-slim", Name: "web", Hostname: "box",
 		Binds: binds, MaskUnits: []string{"getty.target"}, BootTimeout: 5 * time.Second, Detach: true,
-		Isolation: Isolation{PrivateNetwork: true},
+		Isolation: Isolation{Network: Network{Mode: NetworkNone}},
 	})
 	want := nspawn.Options{
 		Name: "web", RootFS: "/store/rootfs", Image: "docker.io/library/debian:bookworm-slim", StateDir: "/state",

@@ -15,6 +15,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/racker-postroj/racker/internal/flock"
@@ -108,6 +109,23 @@ type Cache struct {
 	// Dir holds the entries (DefaultCacheDir if empty).
 	Dir    string
 	Logger *slog.Logger
+
+	sweep sync.Once
+}
+
+// Sweep removes what interrupted downloads left (a killed process's
+// unfinished files; they are never served either way). Entries being
+// fetched right now, by this or another process, are left alone.
+func (c *Cache) Sweep() {
+	parts, _ := filepath.Glob(filepath.Join(c.dir(), "??", "*.part"))
+	for _, p := range parts {
+		key, _, _ := strings.Cut(filepath.Base(p), ".")
+		e := entry{dir: filepath.Dir(p), key: key}
+		if unlock, ok := flock.TryLock(e.lockPath()); ok {
+			os.Remove(p)
+			unlock()
+		}
+	}
 }
 
 func (c *Cache) dir() string {
@@ -190,6 +208,7 @@ type fetchFunc func(ctx context.Context, cond *meta) (*http.Response, error)
 // sent. A non-nil error is an upstream failure before anything was sent.
 func (c *Cache) serve(w http.ResponseWriter, r *http.Request, u string, cls Class, fetch fetchFunc) (string, int, error) {
 	ctx := r.Context()
+	c.sweep.Do(c.Sweep)
 	e := c.entry(u)
 	if cls == Immutable {
 		if m, f, ok := e.load(u); ok {
@@ -208,6 +227,11 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, u string, cls Clas
 	}
 	defer unlock()
 	m, f, ok := e.load(u)
+	if ok {
+		e.cleanStale(m.Body)
+	} else {
+		e.cleanStale("")
+	}
 	if ok {
 		defer f.Close()
 		if cls == Immutable {

@@ -210,6 +210,18 @@ func (p *Proxy) noteFailure(hostport string, err error) {
 // ErrLoopback is the cause of a refused dial to the host's own loopback.
 var ErrLoopback = errors.New("the host's loopback is not reachable from a container")
 
+type loopbackError struct{ host, ip string }
+
+func (e *loopbackError) Error() string {
+	what := e.host
+	if e.host != e.ip {
+		what += " resolves to " + e.ip + ", which"
+	}
+	return fmt.Sprintf("%s is the host's loopback, not reachable from a container (allow it by name with --allow-host=%s)", what, e.host)
+}
+
+func (e *loopbackError) Unwrap() error { return ErrLoopback }
+
 // dial connects upstream, refusing loopback and unspecified addresses
 // (also when a name resolves to one) unless a rule names the host.
 func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -225,7 +237,7 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 		d.Control = func(_, address string, _ syscall.RawConn) error {
 			h, _, _ := net.SplitHostPort(address)
 			if ip := net.ParseIP(h); ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
-				return fmt.Errorf("%s resolves to %s: %w", host, h, ErrLoopback)
+				return &loopbackError{host: host, ip: h}
 			}
 			return nil
 		}
@@ -506,9 +518,10 @@ func describe(err error) string {
 		err = ue.Err
 	}
 	var dnsErr *net.DNSError
+	var lbErr *loopbackError
 	switch {
-	case errors.Is(err, ErrLoopback):
-		return err.Error()
+	case errors.As(err, &lbErr):
+		return lbErr.Error()
 	case errors.As(err, &dnsErr):
 		return "cannot resolve " + dnsErr.Name + ": " + dnsErr.Err
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
@@ -526,4 +539,11 @@ func describe(err error) string {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// AllowRules returns the allowlist's rules, with those redirects added.
+func (p *Proxy) AllowRules() []Rule {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.Allow.Rules()
 }

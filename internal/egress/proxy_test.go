@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -9,11 +10,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/flock"
 )
 
 // upstream is a repository server that counts requests per path.
@@ -334,5 +339,26 @@ func TestProxyRejectsNonProxyRequests(t *testing.T) {
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("%v %v", resp, err)
+	}
+}
+
+func TestCacheSweepsWhatKilledDownloadsLeft(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	dead, busy := c.entry("http://a/x.deb"), c.entry("http://a/y.deb")
+	for _, e := range []entry{dead, busy} {
+		os.MkdirAll(e.dir, 0o755)
+		os.WriteFile(filepath.Join(e.dir, e.key+".abc.part"), []byte("half"), 0o644)
+	}
+	unlock, err := flock.Lock(context.Background(), busy.lockPath(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	c.Sweep()
+	if _, err := os.Stat(filepath.Join(dead.dir, dead.key+".abc.part")); !os.IsNotExist(err) {
+		t.Error("a dead download's file is still there")
+	}
+	if _, err := os.Stat(filepath.Join(busy.dir, busy.key+".abc.part")); err != nil {
+		t.Error("a download in progress lost its file")
 	}
 }

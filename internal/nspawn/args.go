@@ -131,6 +131,9 @@ func (o *Options) bootArgs() []string {
 		// systemd-debug-generator reads init's command line in a container.
 		args = append(args, "systemd.mask="+u)
 	}
+	for _, kv := range o.InitEnv {
+		args = append(args, "systemd.setenv="+kv)
+	}
 	return args
 }
 

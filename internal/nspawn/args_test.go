@@ -55,13 +55,15 @@ func TestBootArgs(t *testing.T) {
 				o.Register = RegisterNo
 				o.Hostname = "box"
 				o.PrivateNetwork = true
+				o.InitEnv = []string{"http_proxy=http://127.0.0.1:3129/"}
 				o.Nspawn = "/opt/nspawn"
 				o.Binds = []Bind{{Host: "/srv", Container: "/data", ReadOnly: true}, {Host: "/tmp/x"}, {Host: "/a", Container: "/a"}}
 			},
 			want: []string{"/opt/nspawn", "--directory=/var/lib/postroj/images/x/rootfs", "--machine=web-1",
 				"--volatile=overlay", "--settings=no", "--link-journal=no", "--register=no", "--keep-unit",
 				"--hostname=box", "--private-network", "--bind-ro=/srv:/data", "--bind=/tmp/x", "--bind=/a",
-				"--boot", "--notify-ready=yes", "--console=read-only", "--kill-signal=SIGKILL", "systemd.hostname=box"},
+				"--boot", "--notify-ready=yes", "--console=read-only", "--kill-signal=SIGKILL", "systemd.hostname=box",
+				"systemd.setenv=http_proxy=http://127.0.0.1:3129/"},
 		},
 	} {
 		o := base
@@ -140,6 +142,8 @@ func TestValidate(t *testing.T) {
 		{"colon in bind", func(o *Options) { o.Binds = []Bind{{Host: "/a:b"}} }, "must not contain ':'"},
 		{"bad registration", func(o *Options) { o.Register = 7 }, "valid: RegisterAuto"},
 		{"bad executor", func(o *Options) { o.Executor = 7 }, "valid: ExecAuto"},
+		{"init env without =", func(o *Options) { o.InitEnv = []string{"X"} }, "want KEY=VALUE"},
+		{"init env with a space", func(o *Options) { o.InitEnv = []string{"X=a b"} }, "want KEY=VALUE"},
 	} {
 		o := ok
 		tc.mod(&o)

@@ -110,6 +110,10 @@ type Options struct {
 	// PrivateNetwork gives the container only a loopback interface; the
 	// default shares the host's network.
 	PrivateNetwork bool
+	// InitEnv lists KEY=VALUE pairs for the environment of the container's
+	// service manager, and so of every service and command it starts
+	// (systemd.setenv= on init's command line).
+	InitEnv []string
 	// BootTimeout bounds the wait for READY=1 (default DefaultBootTimeout).
 	BootTimeout time.Duration
 	// Detach makes the container independent of this process: nspawn runs
@@ -202,6 +206,11 @@ func (o *Options) validate() error {
 	for _, u := range o.MaskUnits {
 		if !validUnitName(u) {
 			return fmt.Errorf("masking %q: not a unit name", u)
+		}
+	}
+	for _, kv := range o.InitEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" || strings.ContainsAny(kv, " \t\n") {
+			return fmt.Errorf("init environment %q: want KEY=VALUE without spaces", kv)
 		}
 	}
 	for _, b := range o.Binds {

@@ -57,8 +57,8 @@ func ParseAddress(s string) (Address, error) {
 // HostPort is the address to dial.
 func (a Address) HostPort() string { return net.JoinHostPort(a.Host, a.Port) }
 
-// Loopback reports whether the address is on this host's loopback, where
-// the containers' services appear (they share the host's network).
+// Loopback reports whether the address is on the loopback: the host's for
+// containers that share its network, the container's own otherwise.
 func (a Address) Loopback() bool {
 	if a.Host == "localhost" || strings.HasSuffix(a.Host, ".localhost") {
 		return true
@@ -143,6 +143,19 @@ type NetResult struct {
 // under test commonly use self-signed ones. interval is the pause between
 // attempts (250ms if zero).
 func CheckNetwork(ctx context.Context, a Address, expect StatusMatcher, timeout, interval time.Duration) NetResult {
+	return CheckNetworkVia(ctx, nil, a, expect, timeout, interval)
+}
+
+// DialFunc makes a connection, as net.Dialer.DialContext does.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// CheckNetworkVia is CheckNetwork with connections made by dial: a
+// container with a network namespace of its own is checked from inside it,
+// where localhost is the container's. nil dials from the host.
+func CheckNetworkVia(ctx context.Context, dial DialFunc, a Address, expect StatusMatcher, timeout, interval time.Duration) NetResult {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
 	if interval <= 0 {
 		interval = 250 * time.Millisecond
 	}
@@ -157,13 +170,13 @@ func CheckNetwork(ctx context.Context, a Address, expect StatusMatcher, timeout,
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		var err error
 		if a.Scheme == "tcp" {
-			err = dialTCP(actx, a)
+			err = dialTCP(actx, dial, a)
 			if err == nil {
 				r.Passed, r.Error, r.Reason = true, "", ""
 			}
 		} else {
 			var resp *http.Response
-			resp, err = httpGet(actx, a)
+			resp, err = httpGet(actx, dial, a)
 			if err == nil {
 				r.Status, r.Response, r.Headers, r.Error = resp.StatusCode, resp.Proto+" "+resp.Status, headerLines(resp.Header), ""
 				r.Passed = expect.Match(resp.StatusCode)
@@ -197,29 +210,32 @@ func CheckNetwork(ctx context.Context, a Address, expect StatusMatcher, timeout,
 	}
 }
 
-func dialTCP(ctx context.Context, a Address) error {
-	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", a.HostPort())
+func dialTCP(ctx context.Context, dial DialFunc, a Address) error {
+	c, err := dial(ctx, "tcp", a.HostPort())
 	if err != nil {
 		return err
 	}
 	return c.Close()
 }
 
-// probeTransport is shared by HTTP checks; it never reuses connections, so
+// probeTransport is what HTTP checks use; it never reuses connections, so
 // every attempt sees the service as a new client would.
-var probeTransport = &http.Transport{
-	DisableKeepAlives: true,
-	TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
-	Proxy:             nil, // a proxy could answer for a service that is down
+func probeTransport(dial DialFunc) *http.Transport {
+	return &http.Transport{
+		DialContext:       dial,
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+		Proxy:             nil, // a proxy could answer for a service that is down
+	}
 }
 
-func httpGet(ctx context.Context, a Address) (*http.Response, error) {
+func httpGet(ctx context.Context, dial DialFunc, a Address) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("User-Agent", "postroj")
-	client := &http.Client{Transport: probeTransport, CheckRedirect: func(*http.Request, []*http.Request) error {
+	client := &http.Client{Transport: probeTransport(dial), CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}
 	resp, err := client.Do(req)
@@ -261,5 +277,5 @@ func describeNetError(err error) string {
 func PortInUse(ctx context.Context, a Address) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return dialTCP(ctx, a) == nil
+	return dialTCP(ctx, (&net.Dialer{}).DialContext, a) == nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -121,6 +122,13 @@ type Prober struct {
 	BootTimeout time.Duration
 	// Settle is how long a unit must stay active (DefaultSettle if zero).
 	Settle time.Duration
+	// Network is the containers' network (container.NetworkPrivate if
+	// empty), Allow what the proxy of a private one lets through besides
+	// the image's repositories and the hosts of package URLs, and
+	// PackageCache where it keeps what it fetches (none if nil).
+	Network      container.NetworkMode
+	Allow        []egress.Rule
+	PackageCache *egress.Cache
 }
 
 func (p *Prober) logger() *slog.Logger {
@@ -215,10 +223,10 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 			}
 		}
 	}
-	// Containers share the host's network: a service already answering
-	// there would make a network check pass without the container.
+	// On the host's network, a service already answering there would make
+	// a network check pass without the container.
 	for _, a := range spec.Network {
-		if a.Loopback() && PortInUse(ctx, a) {
+		if p.sharesHostNetwork() && a.Loopback() && PortInUse(ctx, a) {
 			s := r.begin(KindNetwork, a.Raw)
 			err := fmt.Errorf("%s already answers on this host before the container started, so checking it would prove nothing (stop what listens on port %s)", a.HostPort(), a.Port)
 			s.endErr(Errored, err)
@@ -282,6 +290,7 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 	m, err := p.Containers.Start(ctx, container.StartOptions{
 		Name: r.Machine, RootFS: img.RootFS, Image: img.Reference,
 		Binds: binds, MaskUnits: nspawn.DefaultMaskedUnits(), BootTimeout: p.BootTimeout,
+		Isolation: container.Isolation{Network: p.network(spec)},
 	})
 	if err != nil {
 		s.endErr(Errored, err)
@@ -289,7 +298,9 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 	}
 	s.end(Passed, "")
 	log.Info("booted", "machine", r.Machine, "took", s.Seconds)
+	r.Network = string(p.networkMode())
 	defer func() {
+		r.Egress = egressReport(m)
 		s := r.begin(KindTeardown, r.Machine)
 		// Killed, not powered off: the overlay vanishes anyway, and the
 		// only binds are the read-only package files.
@@ -335,7 +346,7 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 	}
 	for _, a := range spec.Network {
 		s := r.begin(KindNetwork, a.Raw)
-		res := CheckNetwork(ctx, a, spec.Expect, timeout, 0)
+		res := CheckNetworkVia(ctx, dialer(m), a, spec.Expect, timeout, 0)
 		s.Network = &res
 		switch {
 		case ctx.Err() != nil:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -233,9 +234,30 @@ func TestRunRefusesBeforeAnyContainer(t *testing.T) {
 func TestRunRefusesBusyPort(t *testing.T) {
 	srv := newPkgServer(t) // something answers on this port already
 	e := newProbeEnv(t, "usr/bin/apt-get")
+	e.prober.Network = container.NetworkHost
 	_, err := e.run(Spec{Target: e.target(Deb), Network: []Address{mustAddress(t, srv.URL)}})
 	if err == nil || !strings.Contains(err.Error(), "already answers on this host before the container started") || len(e.booted) != 0 {
 		t.Fatalf("error %v, booted %d; want a refusal before booting", err, len(e.booted))
+	}
+
+	// A private network has a port of its own: the host's does not matter.
+	e = newProbeEnv(t, "usr/bin/apt-get")
+	e.prober.Allow = []egress.Rule{{Host: "extra.example"}}
+	r, _ := e.run(Spec{Target: e.target(Deb), Network: []Address{mustAddress(t, srv.URL)},
+		Packages: []string{"http://127.0.0.1:1/nothing.deb"}})
+	if len(e.booted) != 0 || r.Steps[0].Kind != KindDownload {
+		t.Fatalf("booted %d: a failed download must come first", len(e.booted))
+	}
+	r, _ = e.run(Spec{Target: e.target(Deb), Network: []Address{mustAddress(t, "tcp://localhost:1")}})
+	if len(e.booted) != 1 {
+		t.Fatalf("booted %d, want 1", len(e.booted))
+	}
+	n := e.booted[0].Isolation.Network
+	if n.Mode != container.NetworkPrivate || len(n.Allow) != 1 || n.Allow[0].Host != "extra.example" || r.Network != "private" {
+		t.Fatalf("network %+v, report %q", n, r.Network)
+	}
+	if spec := (Spec{Packages: []string{"http://pkgs.example:8080/a.deb", "/local/b.deb"}}); len(e.prober.network(spec).Allow) != 2 {
+		t.Fatalf("allow %v: want the package URL's host and extra.example", e.prober.network(spec).Allow)
 	}
 }
 

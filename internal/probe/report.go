@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/egress"
 )
 
 // Result is the outcome of a step or a whole probe.
@@ -59,16 +61,74 @@ type Step struct {
 
 // Report is the record of one probe on one image.
 type Report struct {
-	Probe     string    `json:"probe"` // "pkgprobe", or a selftest's probe name
-	Image     string    `json:"image"`
-	Reference string    `json:"reference,omitempty"` // the image reference booted
-	Machine   string    `json:"machine,omitempty"`
-	Manager   string    `json:"packageManager,omitempty"`
-	Result    Result    `json:"result"`
-	Error     string    `json:"error,omitempty"` // for Errored and Failed: the first cause
-	Started   time.Time `json:"started"`
-	Seconds   float64   `json:"seconds"`
-	Steps     []*Step   `json:"steps"`
+	Probe     string `json:"probe"` // "pkgprobe", or a selftest's probe name
+	Image     string `json:"image"`
+	Reference string `json:"reference,omitempty"` // the image reference booted
+	Machine   string `json:"machine,omitempty"`
+	Manager   string `json:"packageManager,omitempty"`
+	// Network is the container's network: private, host or none.
+	Network string `json:"network,omitempty"`
+	// Egress is what the proxy of a private network let through, served
+	// from the package cache, and refused.
+	Egress  *Egress   `json:"egress,omitempty"`
+	Result  Result    `json:"result"`
+	Error   string    `json:"error,omitempty"` // for Errored and Failed: the first cause
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	Steps   []*Step   `json:"steps"`
+}
+
+// Egress is the record of a private container's way out.
+type Egress struct {
+	// Allowed are the allowlist's rules (the image's repository hosts,
+	// the hosts of package URLs, --allow-host).
+	Allowed []string `json:"allowed"`
+	// Total counts requests; Cached those served from the package cache
+	// without asking upstream, Revalidated those upstream confirmed with
+	// 304 Not Modified, Fetched those downloaded and stored.
+	Total       int `json:"total"`
+	Cached      int `json:"cached"`
+	Revalidated int `json:"revalidated"`
+	Fetched     int `json:"fetched"`
+	egress.Record
+}
+
+// newEgress summarizes a proxy's record.
+func newEgress(allowed []egress.Rule, rec egress.Record) *Egress {
+	e := &Egress{Record: rec, Total: len(rec.Requests) + rec.Dropped,
+		Cached: rec.Hits(egress.CacheHit), Revalidated: rec.Hits(egress.CacheRevalidated), Fetched: rec.Hits(egress.CacheMiss)}
+	for _, r := range allowed {
+		e.Allowed = append(e.Allowed, r.String())
+	}
+	return e
+}
+
+// summary is the one-line account of the proxy's work.
+func (e *Egress) summary() string {
+	s := fmt.Sprintf("%d requests: %d from the package cache, %d revalidated, %d fetched", e.Total, e.Cached, e.Revalidated, e.Fetched)
+	if n := len(e.Refused); n > 0 {
+		s += fmt.Sprintf("; %d hosts refused", n)
+	}
+	if n := len(e.Failures); n > 0 {
+		s += fmt.Sprintf("; %d hosts failed", n)
+	}
+	return s
+}
+
+// problems lists refused and failed hosts, one line each.
+func (e *Egress) problems() []string {
+	var out []string
+	for _, r := range e.Refused {
+		host, _, _ := strings.Cut(r.Host, ":")
+		if strings.HasPrefix(r.Host, "[") {
+			host, _, _ = strings.Cut(strings.TrimPrefix(r.Host, "["), "]")
+		}
+		out = append(out, fmt.Sprintf("refused %s (%d requests, first %s): allow it with --allow-host=%s", r.Host, r.Requests, r.Example, host))
+	}
+	for _, f := range e.Failures {
+		out = append(out, fmt.Sprintf("failed %s (%d requests): %s", f.Host, f.Requests, f.Error))
+	}
+	return out
 }
 
 // begin appends a step that starts now.
@@ -174,6 +234,12 @@ func (r *Report) WriteText(w io.Writer) error {
 			writeIndented(w, s.Journal)
 		}
 	}
+	if e := r.Egress; e != nil {
+		fmt.Fprintf(w, "\n  egress (network %s): %s\n", r.Network, e.summary())
+		for _, l := range e.problems() {
+			fmt.Fprintf(w, "    %s\n", l)
+		}
+	}
 	verdict := map[Result]string{Passed: "PASSED", Failed: "FAILED", Errored: "ERROR"}[r.Result]
 	if r.Error != "" && r.Result != Passed {
 		verdict += ": " + r.Error
@@ -261,6 +327,17 @@ func WriteJUnit(w io.Writer, name string, reports []*Report) error {
 		if r.Reference != "" {
 			suite.Props = append(suite.Props, junitProperty{"reference", r.Reference})
 		}
+		if r.Network != "" {
+			suite.Props = append(suite.Props, junitProperty{"network", r.Network})
+		}
+		if r.Egress != nil {
+			for _, f := range r.Egress.Refused {
+				suite.Props = append(suite.Props, junitProperty{"egress.refused", f.Host})
+			}
+			for _, f := range r.Egress.Failures {
+				suite.Props = append(suite.Props, junitProperty{"egress.failed", f.Host + ": " + f.Error})
+			}
+		}
 		for _, s := range r.Steps {
 			c := junitCase{Name: s.Kind + " " + s.Name, Classname: "postroj." + r.Probe + "." + r.Image, Time: s.Seconds}
 			detail := stepDetail(s)
@@ -279,6 +356,16 @@ func WriteJUnit(w io.Writer, name string, reports []*Report) error {
 			}
 			suite.Tests++
 			suite.Cases = append(suite.Cases, c)
+		}
+		if e := r.Egress; e != nil && (e.Total > 0 || len(e.Refused) > 0 || len(e.Failures) > 0) {
+			// Refusals do not fail a probe (see Prober.Run), but CI
+			// readers see them next to the checks.
+			out := e.summary()
+			for _, l := range e.problems() {
+				out += "\n" + l
+			}
+			suite.Tests++
+			suite.Cases = append(suite.Cases, junitCase{Name: "egress", Classname: "postroj." + r.Probe + "." + r.Image, SystemOut: out})
 		}
 		out.Tests += suite.Tests
 		out.Failures += suite.Failures

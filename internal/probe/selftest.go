@@ -80,8 +80,9 @@ func SuiteSpecs(suite string, img SelftestImage) ([]Spec, error) {
 type Selftest struct {
 	Prober *Prober
 	// Jobs bounds how many images are acquired and probes run at once (at
-	// least 1). Probes that check the same port on this host never run at
-	// the same time, whatever Jobs says: containers share its network.
+	// least 1). When the containers share the host's network (Prober's
+	// Network is host), probes that check the same port never run at the
+	// same time, whatever Jobs says; with networks of their own they do.
 	Jobs int
 	// Progress, when set, receives a line as each probe ends.
 	Progress io.Writer
@@ -167,8 +168,10 @@ func (st *Selftest) Run(ctx context.Context, suite string, images []SelftestImag
 				pwg.Add(1)
 				go func() {
 					defer pwg.Done()
-					unlock := ports.lock(spec.Network)
-					defer unlock()
+					if st.Prober.sharesHostNetwork() {
+						unlock := ports.lock(spec.Network)
+						defer unlock()
+					}
 					select {
 					case jobs <- struct{}{}:
 					case <-ctx.Done():
@@ -284,9 +287,13 @@ func Unreachable(err error) bool {
 // WriteTable writes one row per probe: image, probe, result, time, and
 // what went wrong.
 func (rep *SelftestReport) WriteTable(w io.Writer) error {
+	return writeTable(w, rep.Probes, rep.Result, rep.Seconds)
+}
+
+func writeTable(w io.Writer, probes []*Report, result Result, secs float64) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IMAGE\tPROBE\tRESULT\tTIME\tDETAIL")
-	for _, r := range rep.Probes {
+	for _, r := range probes {
 		detail := r.Error
 		if r.Result == Passed {
 			detail = passDetail(r)
@@ -297,11 +304,11 @@ func (rep *SelftestReport) WriteTable(w io.Writer) error {
 		return err
 	}
 	counts := map[Result]int{}
-	for _, r := range rep.Probes {
+	for _, r := range probes {
 		counts[r.Result]++
 	}
-	_, err := fmt.Fprintf(w, "%s: %d passed, %d failed, %d errors, %d skipped in %s\n", strings.ToUpper(string(rep.Result)),
-		counts[Passed], counts[Failed], counts[Errored], counts[Skipped], seconds(rep.Seconds))
+	_, err := fmt.Fprintf(w, "%s: %d passed, %d failed, %d errors, %d skipped in %s\n", strings.ToUpper(string(result)),
+		counts[Passed], counts[Failed], counts[Errored], counts[Skipped], seconds(secs))
 	return err
 }
 
@@ -329,4 +336,77 @@ func passDetail(r *Report) string {
 		}
 	}
 	return ""
+}
+
+// Matrix runs one probe on several images, Jobs at a time: postroj
+// pkgprobe with more than one --image.
+type Matrix struct {
+	Prober *Prober
+	// Jobs bounds how many cells run at once (at least 1); see
+	// Selftest.Jobs for probes on the host's network.
+	Jobs int
+	// Progress, when set, receives a line as each cell ends.
+	Progress io.Writer
+}
+
+// MatrixReport is the record of a matrix: one report per image, in the
+// order the images were given.
+type MatrixReport struct {
+	Probe   string    `json:"probe"`
+	Result  Result    `json:"result"`
+	Started time.Time `json:"started"`
+	Seconds float64   `json:"seconds"`
+	Cells   []*Report `json:"cells"`
+	// Errs holds each cell's error (nil if none), for exit codes.
+	Errs []error `json:"-"`
+}
+
+// Run runs spec on every target (spec.Target is ignored). The report's
+// Result is Failed if a cell failed, else Errored if one errored, else
+// Passed. The error is ctx's when interrupted.
+func (mx *Matrix) Run(ctx context.Context, spec Spec, targets []Target) (*MatrixReport, error) {
+	rep := &MatrixReport{Probe: spec.Probe, Started: time.Now(), Cells: make([]*Report, len(targets)), Errs: make([]error, len(targets))}
+	if rep.Probe == "" {
+		rep.Probe = "pkgprobe"
+	}
+	jobs := make(chan struct{}, max(mx.Jobs, 1))
+	ports := &portLocks{held: map[string]*sync.Mutex{}}
+	var progress sync.Mutex
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		cell := spec
+		cell.Target = t
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if mx.Prober.sharesHostNetwork() {
+				unlock := ports.lock(cell.Network)
+				defer unlock()
+			}
+			select {
+			case jobs <- struct{}{}:
+			case <-ctx.Done():
+				rep.Cells[i] = notRun(cell, ImageResult{Result: Errored, Error: ctx.Err().Error()})
+				rep.Errs[i] = ctx.Err()
+				return
+			}
+			r, err := mx.Prober.Run(ctx, cell)
+			<-jobs
+			rep.Cells[i], rep.Errs[i] = r, err
+			if mx.Progress != nil {
+				progress.Lock()
+				fmt.Fprintf(mx.Progress, "%s %s: %s (%s)\n", r.Image, r.Probe, r.Result, seconds(r.Seconds))
+				progress.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	rep.Seconds = roundSeconds(time.Since(rep.Started))
+	rep.Result = selftestResult(&SelftestReport{Probes: rep.Cells})
+	return rep, ctx.Err()
+}
+
+// WriteTable writes one row per cell and a verdict line.
+func (rep *MatrixReport) WriteTable(w io.Writer) error {
+	return writeTable(w, rep.Cells, rep.Result, rep.Seconds)
 }

@@ -43,7 +43,7 @@ func TestSelftestSerializesPortsAndSkipsUnreachable(t *testing.T) {
 	var mu sync.Mutex
 	serving, most := 0, 0
 	var listenErrs []error
-	prober := &Prober{Settle: time.Millisecond,
+	prober := &Prober{Settle: time.Millisecond, Network: container.NetworkHost,
 		Containers: fakeStarter(func(ctx context.Context, opts container.StartOptions) (Machine, error) {
 			m := killHook{fakeUnits: newFakeUnits(map[string][]string{
 				"systemd-journald": {show("active", "running", "success")},
