@@ -171,54 +171,19 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 	if err != nil {
 		return -1, "", err
 	}
-	p := opts.Process
-	switch {
-	case opts.Detach && len(p.Args) > 0:
-		return -1, "", fmt.Errorf("running %s: with --detach the booted system is the payload: give no command, then use exec", img.Reference)
-	case opts.Detach:
-	case len(p.Args) == 0:
-		p.Args = append(append([]string{}, img.Config.Entrypoint...), img.Config.Cmd...)
-		if len(p.Args) == 0 {
-			return -1, "", fmt.Errorf("running %s: %w", img.Reference, ErrNoCommand)
-		}
-	case len(img.Config.Entrypoint) > 0:
-		p.Args = append(append([]string{}, img.Config.Entrypoint...), p.Args...)
+	boot := resolveBoot(opts.Boot, img.RootFS)
+	if opts.Boot != BootNever && boot == BootNever {
+		log.Info("image has no systemd and no package manager to install it: running without booting", "ref", img.Reference)
 	}
-	p.Env = append(append([]string{}, img.Config.Env...), p.Env...)
-	if p.Dir == "" {
-		p.Dir = img.Config.WorkingDir
+	pl, err := plan(img, opts, boot)
+	if err != nil {
+		return -1, "", err
 	}
-	if p.User == "" {
-		p.User = img.Config.User
-	}
-	name = opts.Name
-	if name == "" {
-		name = DefaultName("", img.Reference)
-	}
-
-	boot := opts.Boot
-	if boot == "" {
-		boot = BootAuto
-	}
-	if boot == BootAuto {
-		boot = BootAlways
-		if !canBoot(img.RootFS) {
-			log.Info("image has no systemd and no package manager to install it: running without booting", "ref", img.Reference)
-			boot = BootNever
-		}
-	}
-	sopts := StartOptions{
-		Name: name, Image: img.Reference, Hostname: opts.Hostname, Binds: opts.Binds,
-		BootTimeout: opts.BootTimeout, Detach: opts.Detach, Isolation: opts.Isolation,
-	}
+	sopts, p, name := pl.start, pl.process, pl.start.Name
 	if boot == BootNever {
-		if opts.Detach {
-			return -1, "", fmt.Errorf("running %s: --detach needs a booted container (not --boot=never)", img.Reference)
-		}
 		if sopts.RootFS, err = r.Store.RunnableRootFS(ctx, img); err != nil {
 			return -1, "", err
 		}
-		p.Terminal = opts.TTY && opts.Terminal != nil
 		code, err := r.runUnbooted(ctx, sopts, p)
 		return code, name, err
 	}
@@ -261,6 +226,69 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 		code, err = c.Exec(ctx, p)
 	}
 	return code, name, err
+}
+
+// runPlan is what Run does with an image: the container to start and the
+// command to run in it.
+type runPlan struct {
+	start   StartOptions // RootFS and MaskUnits are Run's to fill in
+	process nspawn.Process
+}
+
+// plan works out, from the image's configuration and opts, the container
+// and command Run starts, as docker does: the command replaces the image's
+// Cmd and follows its Entrypoint, -e adds to its Env, -w and -u default to
+// its WorkingDir and User. boot is the resolved boot mode (resolveBoot).
+func plan(img image.Image, opts Options, boot BootMode) (runPlan, error) {
+	p := opts.Process
+	switch {
+	case opts.Detach && len(p.Args) > 0:
+		return runPlan{}, fmt.Errorf("running %s: with --detach the booted system is the payload: give no command, then use exec", img.Reference)
+	case opts.Detach:
+	case len(p.Args) == 0:
+		p.Args = append(append([]string{}, img.Config.Entrypoint...), img.Config.Cmd...)
+		if len(p.Args) == 0 {
+			return runPlan{}, fmt.Errorf("running %s: %w", img.Reference, ErrNoCommand)
+		}
+	case len(img.Config.Entrypoint) > 0:
+		p.Args = append(append([]string{}, img.Config.Entrypoint...), p.Args...)
+	}
+	if opts.Detach && boot == BootNever {
+		return runPlan{}, fmt.Errorf("running %s: --detach needs a booted container (not --boot=never)", img.Reference)
+	}
+	p.Env = append(append([]string{}, img.Config.Env...), p.Env...)
+	if p.Dir == "" {
+		p.Dir = img.Config.WorkingDir
+	}
+	if p.User == "" {
+		p.User = img.Config.User
+	}
+	if boot == BootNever {
+		p.Terminal = opts.TTY && opts.Terminal != nil
+	}
+	name := opts.Name
+	if name == "" {
+		name = DefaultName("", img.Reference)
+	}
+	return runPlan{
+		start: StartOptions{
+			Name: name, Image: img.Reference, Hostname: opts.Hostname, Binds: opts.Binds,
+			BootTimeout: opts.BootTimeout, Detach: opts.Detach, Isolation: opts.Isolation,
+		},
+		process: p,
+	}, nil
+}
+
+// resolveBoot turns BootAuto (or "") into BootAlways when the tree at
+// rootfs can boot (canBoot), BootNever otherwise; other modes stay.
+func resolveBoot(mode BootMode, rootfs string) BootMode {
+	if mode != "" && mode != BootAuto {
+		return mode
+	}
+	if canBoot(rootfs) {
+		return BootAlways
+	}
+	return BootNever
 }
 
 // canBoot reports whether the tree has systemd or a package manager that

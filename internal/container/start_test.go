@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -99,5 +102,102 @@ func TestStopAndRemoveByName(t *testing.T) {
 	}
 	if list, err := r.List(ctx); err != nil || len(list) != 0 {
 		t.Errorf("list: %v, %v", list, err)
+	}
+}
+
+func TestPlan(t *testing.T) {
+	img := image.Image{Reference: "docker.io/library/web:1", Config: image.Config{
+		Entrypoint: []string{"/entry"}, Cmd: []string{"serve"}, Env: []string{"PATH=/img/bin", "A=image"},
+		WorkingDir: "/app", User: "www",
+	}}
+	plain := image.Image{Reference: "docker.io/library/debian:bookworm-slim", Config: image.Config{Cmd: []string{"bash"}}}
+	binds := []nspawn.Bind{{Host: "/srv", Container: "/data"}}
+	for _, tt := range []struct {
+		name    string
+		img     image.Image
+		opts    Options
+		boot    BootMode
+		args    []string
+		env     []string
+		dir     string
+		user    string
+		wantErr string
+	}{
+		{name: "image command", img: img, boot: BootAlways,
+			args: []string{"/entry", "serve"}, env: []string{"PATH=/img/bin", "A=image"}, dir: "/app", user: "www"},
+		{name: "args follow the entrypoint, flags win", img: img, boot: BootAlways,
+			opts: Options{Process: nspawn.Process{Args: []string{"status"}, Env: []string{"A=flag"}, Dir: "/tmp", User: "root"}},
+			args: []string{"/entry", "status"}, env: []string{"PATH=/img/bin", "A=image", "A=flag"}, dir: "/tmp", user: "root"},
+		{name: "args replace cmd", img: plain, boot: BootNever,
+			opts: Options{Process: nspawn.Process{Args: []string{"cat", "/etc/debian_version"}}},
+			args: []string{"cat", "/etc/debian_version"}, env: []string{}},
+		{name: "detached", img: plain, boot: BootAlways, opts: Options{Detach: true}, env: []string{}},
+		{name: "no command", img: image.Image{Reference: "x"}, boot: BootAlways, wantErr: "no command given and the image defines none"},
+		{name: "detached with a command", img: plain, boot: BootAlways, opts: Options{Detach: true, Process: nspawn.Process{Args: []string{"true"}}},
+			wantErr: "with --detach the booted system is the payload"},
+		{name: "detached, never booted", img: plain, boot: BootNever, opts: Options{Detach: true},
+			wantErr: "--detach needs a booted container (not --boot=never)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Binds, tt.opts.Hostname, tt.opts.BootTimeout = binds, "box", 3*time.Second
+			pl, err := plan(tt.img, tt.opts, tt.boot)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := pl.process
+			if !reflect.DeepEqual(p.Args, tt.args) || !reflect.DeepEqual(p.Env, tt.env) || p.Dir != tt.dir || p.User != tt.user {
+				t.Errorf("process args %q env %q dir %q user %q; want %q %q %q %q", p.Args, p.Env, p.Dir, p.User, tt.args, tt.env, tt.dir, tt.user)
+			}
+			st := pl.start
+			if !regexp.MustCompile(`\A[a-z0-9-]+-[0-9a-f]{6}\z`).MatchString(st.Name) || st.Image != tt.img.Reference ||
+				st.Hostname != "box" || !reflect.DeepEqual(st.Binds, binds) || st.BootTimeout != 3*time.Second || st.Detach != tt.opts.Detach {
+				t.Errorf("start options %+v", st)
+			}
+		})
+	}
+	// A given name is kept; a terminal without booting is nspawn's own.
+	pl, err := plan(plain, Options{Name: "mine", TTY: true, Terminal: os.Stdin}, BootNever)
+	if err != nil || pl.start.Name != "mine" || !pl.process.Terminal {
+		t.Errorf("named, -t without booting: %+v, %v", pl, err)
+	}
+	if pl, _ := plan(plain, Options{TTY: true, Terminal: os.Stdin}, BootAlways); pl.process.Terminal {
+		t.Error("booted: Process.Terminal set (Exec opens its own terminal)")
+	}
+}
+
+func TestResolveBoot(t *testing.T) {
+	tree := func(files ...string) string {
+		dir := t.TempDir()
+		for _, f := range files {
+			p := filepath.Join(dir, f)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, nil, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	withManager := tree("usr/bin/apt-get")
+	bare := tree("hello")
+	for _, tt := range []struct {
+		mode   BootMode
+		rootfs string
+		want   BootMode
+	}{
+		{BootAuto, withManager, BootAlways},
+		{"", withManager, BootAlways},
+		{BootAuto, bare, BootNever},
+		{BootAlways, bare, BootAlways},
+		{BootNever, withManager, BootNever},
+	} {
+		if got := resolveBoot(tt.mode, tt.rootfs); got != tt.want {
+			t.Errorf("resolveBoot(%q, %s) = %q, want %q", tt.mode, filepath.Base(tt.rootfs), got, tt.want)
+		}
 	}
 }
