@@ -37,8 +37,12 @@ func psCommand() *cli.Command {
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 3, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tIMAGE\tSTATUS\tUPTIME\tLEADER\tADDRESS")
 			for _, m := range list {
+				network := "host network"
+				if m.PrivateNetwork {
+					network = "private network"
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.Name, m.Image, m.Status,
-					time.Since(m.Started).Round(time.Second), m.LeaderPID, "host network")
+					time.Since(m.Started).Round(time.Second), m.LeaderPID, network)
 			}
 			return tw.Flush()
 		},

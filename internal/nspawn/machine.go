@@ -103,7 +103,7 @@ func Start(ctx context.Context, opts Options) (*Machine, error) {
 	}
 	m.rec = &record{
 		Name: opts.Name, Image: opts.Image, RootFS: opts.RootFS, Started: time.Now(),
-		Booted: true, Detached: opts.Detach, Status: statusStarting,
+		Booted: true, Detached: opts.Detach, Status: statusStarting, PrivateNet: opts.PrivateNetwork,
 	}
 	if err := opts.checkHost(ctx); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", opts.Name, err)

@@ -79,7 +79,8 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 	var state containers
 	if opts.StateDir != "" {
 		state = containersDir(opts.StateDir)
-		rec = &record{Name: opts.Name, Image: opts.Image, RootFS: opts.RootFS, Started: time.Now(), Status: statusRunning}
+		rec = &record{Name: opts.Name, Image: opts.Image, RootFS: opts.RootFS, Started: time.Now(), Status: statusRunning,
+			PrivateNet: opts.PrivateNetwork}
 		if err := ownRecord(rec); err != nil {
 			return -1, err
 		}

@@ -35,7 +35,10 @@ type Container struct {
 	Status    string    `json:"status"`    // "starting" until READY=1, then "running"
 	LeaderPID int       `json:"leaderPid"` // the container's PID 1 as seen from the host; 0 until known
 	NspawnPID int       `json:"nspawnPid"` // the systemd-nspawn process
-	Console   string    `json:"console"`   // log of the console of a booted container
+	// PrivateNetwork is set when the container has its own network
+	// namespace (Options.PrivateNetwork) instead of the host's.
+	PrivateNetwork bool   `json:"privateNetwork"`
+	Console        string `json:"console"` // log of the console of a booted container
 }
 
 // record is what StateDir/containers/NAME/state.json holds. Pids go with
@@ -54,6 +57,7 @@ type record struct {
 	NspawnStart uint64    `json:"nspawn_start,omitempty"`
 	LeaderPID   int       `json:"leader_pid,omitempty"`
 	LeaderStart uint64    `json:"leader_start,omitempty"`
+	PrivateNet  bool      `json:"private_network,omitempty"`
 }
 
 const (
@@ -79,7 +83,7 @@ func (s containers) container(r *record) Container {
 	c := Container{
 		Name: r.Name, Image: r.Image, RootFS: r.RootFS, Started: r.Started,
 		Booted: r.Booted, Detached: r.Detached, Status: r.Status,
-		LeaderPID: r.LeaderPID, NspawnPID: r.NspawnPID,
+		LeaderPID: r.LeaderPID, NspawnPID: r.NspawnPID, PrivateNetwork: r.PrivateNet,
 	}
 	if r.Booted {
 		c.Console = s.console(r.Name)
