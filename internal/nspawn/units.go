@@ -14,6 +14,22 @@ import (
 // nsenter: there is no D-Bus connection to ask its systemd over.
 var ErrNoBus = errors.New("no D-Bus connection to the container's systemd")
 
+// ErrBusDenied is wrapped by UnitWatch's errors when the container's
+// systemd refused a call because the caller is not privileged on its bus
+// (as host root is not, in a container with its own user namespace).
+var ErrBusDenied = errors.New("the container's systemd refused the call")
+
+// denied wraps err in ErrBusDenied if systemd refused for want of
+// privileges.
+func denied(err error) error {
+	var derr dbus.Error
+	if errors.As(err, &derr) && (derr.Name == "org.freedesktop.DBus.Error.AccessDenied" ||
+		derr.Name == "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired") {
+		return fmt.Errorf("%w: %v", ErrBusDenied, err)
+	}
+	return err
+}
+
 // unitSuffixes are the unit types systemd knows; a name without one of
 // them is a service, as systemctl takes it.
 var unitSuffixes = []string{".service", ".socket", ".target", ".device", ".mount", ".automount",
@@ -173,7 +189,7 @@ func (w *UnitWatch) Enable(ctx context.Context) (enabled bool, note string, err 
 	call := w.b.conn.Object(systemdDest, systemdPath).CallWithContext(ctx, managerIface+".EnableUnitFiles", 0,
 		[]string{w.state.ID}, false, false)
 	if err := call.Store(&carries, &changes); err != nil {
-		return false, "", fmt.Errorf("enabling %s: %w", w.state.ID, err)
+		return false, "", fmt.Errorf("enabling %s: %w", w.state.ID, denied(err))
 	}
 	if !carries {
 		note = "the unit file has no [Install] section: not enabled"
@@ -188,7 +204,7 @@ func (w *UnitWatch) Start(ctx context.Context) error {
 	err := w.b.conn.Object(systemdDest, systemdPath).CallWithContext(ctx, managerIface+".StartUnit", 0,
 		w.state.ID, "replace").Store(&job)
 	if err != nil {
-		return fmt.Errorf("starting %s: %w", w.state.ID, err)
+		return fmt.Errorf("starting %s: %w", w.state.ID, denied(err))
 	}
 	w.job = job
 	w.drain()

@@ -1,6 +1,7 @@
 package nspawn
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -48,5 +49,16 @@ func TestUnitStateApply(t *testing.T) {
 	})
 	if s.Type != "oneshot" || s.Result != "exit-code" || s.NRestarts != 2 || s.MainStatus != 4 || s.MainExit != 2*time.Millisecond || !s.RemainAfterExit {
 		t.Errorf("service properties: %+v", s)
+	}
+}
+
+func TestDenied(t *testing.T) {
+	err := denied(dbus.Error{Name: "org.freedesktop.DBus.Error.AccessDenied", Body: []any{"Access denied"}})
+	if !errors.Is(err, ErrBusDenied) {
+		t.Errorf("AccessDenied: %v does not wrap ErrBusDenied", err)
+	}
+	err = denied(dbus.Error{Name: "org.freedesktop.systemd1.UnitMasked", Body: []any{"Unit x.service is masked."}})
+	if errors.Is(err, ErrBusDenied) {
+		t.Errorf("UnitMasked: %v wraps ErrBusDenied", err)
 	}
 }

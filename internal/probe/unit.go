@@ -504,6 +504,8 @@ func watchUnit(ctx context.Context, m unitWatcher, unit string, w UnitWait, log 
 	switch {
 	case ctx.Err() != nil:
 		return o, nil, ctx.Err()
+	case errors.Is(err, nspawn.ErrBusDenied):
+		return o, nil, err
 	case err != nil:
 		notes = append(notes, "enable: "+err.Error())
 	case note != "":
@@ -513,6 +515,9 @@ func watchUnit(ctx context.Context, m unitWatcher, unit string, w UnitWait, log 
 	if err := uw.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return o, nil, ctx.Err()
+		}
+		if errors.Is(err, nspawn.ErrBusDenied) {
+			return o, notes, err // the probe's access, not the unit, is at fault
 		}
 		// systemd refused: the state tells why (masked, bad setting) or
 		// the error does.
