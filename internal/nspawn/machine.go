@@ -325,18 +325,27 @@ func (m *Machine) abort() {
 	m.closeHandles()
 }
 
+// usable returns ErrStopped once the container was stopped and ErrClosed
+// once this Machine was closed, nil while commands can be run in it.
+func (m *Machine) usable() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.stopped:
+		return ErrStopped
+	case m.closed:
+		return ErrClosed
+	}
+	return nil
+}
+
 // root opens the container's root directory (/proc/LEADER/root) to resolve
 // paths in.
 func (m *Machine) root() (*rootfs.Root, error) {
-	m.mu.Lock()
-	stopped, closed := m.stopped, m.closed
-	m.mu.Unlock()
-	switch {
-	case stopped:
-		return nil, ErrStopped
-	case closed:
-		return nil, ErrClosed
-	case m.leader == nil:
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
+	if m.leader == nil {
 		return nil, ErrStopped
 	}
 	r, err := rootfs.Open("/proc/" + strconv.Itoa(m.leader.pid) + "/root")

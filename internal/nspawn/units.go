@@ -104,15 +104,10 @@ type UnitWatch struct {
 // follows it until Close. It returns ErrNoBus for a container without a
 // D-Bus connection (Options.Executor).
 func (m *Machine) WatchUnit(ctx context.Context, name string) (*UnitWatch, error) {
-	m.mu.Lock()
-	stopped, closed := m.stopped, m.closed
-	m.mu.Unlock()
-	switch {
-	case stopped:
-		return nil, ErrStopped
-	case closed:
-		return nil, ErrClosed
-	case m.bus == nil:
+	if err := m.usable(); err != nil {
+		return nil, err
+	}
+	if m.bus == nil {
 		return nil, ErrNoBus
 	}
 	w := &UnitWatch{b: m.bus, signals: make(chan *dbus.Signal, 1024), removed: map[dbus.ObjectPath]string{}}
