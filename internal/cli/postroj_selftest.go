@@ -20,8 +20,9 @@ func selftestCommand() *cli.Command {
 		Description: "hostnamectl runs `hostnamectl` in every selected image. pkgprobe runs two probes on each:\n" +
 			"systemd-journald must be active, and Apache (apache2, or httpd on rpm and Arch families),\n" +
 			"installed from the distribution's repositories, must be active and answer on\n" +
-			"http://localhost:80. Apache probes run one at a time (they share the host's port 80); the\n" +
-			"others and image acquisition run --jobs at a time.\n" +
+			"http://localhost:80 (the container's own port 80 under --network=private, the default).\n" +
+			"Probes and image acquisition run --jobs at a time; under --network=host the Apache probes\n" +
+			"run one at a time, since they share the host's port 80.\n" +
 			"Without --image every catalogue image that is not end-of-life is tried, and one whose\n" +
 			"registry cannot be reached is skipped (shown with the reason; it does not fail the run\n" +
 			"unless nothing could be tested). An image named with --image must be acquired.\n" +
