@@ -54,11 +54,11 @@ demo: deps build
 #         masked units, and racker run --boot=never against nspawn ... true;
 #   probe: postroj pkgprobe --image=debian-bookworm --check-unit=systemd-journald,
 #         warm, against the masked nspawn boot floor on the tree it boots.
-# BENCH_CASES=pull (or run, probe, or a list) picks some. The reference tools
+# BENCH_CASES=pull (or run, probe, net, or a list) picks some. The reference tools
 # are installed here only: racker needs neither.
 BENCH_DEPS := skopeo umoci
 BENCH_N ?= 5
-BENCH_CASES ?= pull,run,probe
+BENCH_CASES ?= pull,run,probe,net
 BENCH_JSON ?= bin/bench.json
 
 bench: deps build

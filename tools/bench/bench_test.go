@@ -173,8 +173,8 @@ func TestSelectCases(t *testing.T) {
 			t.Errorf("selectCases(%q) = %s, want %s", tt.list, ids(got), tt.want)
 		}
 	}
-	if got, err := selectCases(all, "pull,run,probe"); err != nil || len(got) != len(all) {
-		t.Errorf("pull,run,probe selects %d of %d cases (%v)", len(got), len(all), err)
+	if got, err := selectCases(all, "pull,run,probe,net"); err != nil || len(got) != len(all) {
+		t.Errorf("pull,run,probe,net selects %d of %d cases (%v)", len(got), len(all), err)
 	}
 	for _, bad := range []string{"boot", "", ","} {
 		if _, err := selectCases(all, bad); err == nil {

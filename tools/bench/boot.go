@@ -31,7 +31,7 @@ import (
 // over D-Bus, exit). For postroj pkgprobe, from its JSON report: image
 // (finding the prepared image), boot, exec (the unit check), stop
 // (teardown) and other (the rest).
-var phaseNames = []string{"image", "boot", "exec", "stop", "other"}
+var phaseNames = []string{"image", "boot", "install", "exec", "stop", "other"}
 
 // runStore is the store the run group's cases share.
 type runStore struct {

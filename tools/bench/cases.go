@@ -52,16 +52,17 @@ type env struct {
 	rackerUp    string      // the store the up-to-date case pulls into
 	run         *runStore   // the run group's store, once setupRunStore made it
 	probe       *probeStore // the probe group's store, once setupProbeStore made it
+	selftest    string      // the selftest cases' store, once setupSelftestStore made it
 	stdout      io.Writer   // for setups to say what takes long
 }
 
 // groups are the values of benchCase.group, in the order of the table.
-var groups = []string{"pull", "run", "probe"}
+var groups = []string{"pull", "run", "probe", "net"}
 
 // cases is the table of everything the benchmark measures. Targets refer to
 // cases by id. Adding a comparison is adding an entry.
 func cases() []benchCase {
-	return []benchCase{
+	return append([]benchCase{
 		{
 			id:    "racker-pull",
 			group: "pull",
@@ -228,7 +229,9 @@ func cases() []benchCase {
 				"--report=DIR/probe.json (image pulled and prepared by postroj pull; the report gives the phases)",
 			short: true,
 			setup: setupProbeStore,
-			run:   postrojProbe,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return postrojProbe(ctx, e, r, dir)
+			},
 			check: func(_ context.Context, e *env, _ string) error {
 				return checkNoContainers(e.probe.root)
 			},
@@ -245,7 +248,7 @@ func cases() []benchCase {
 				return bootFloor(ctx, r, dir, e.probe.prepared, maskedUnits())
 			},
 		},
-	}
+	}, netCases()...)
 }
 
 // checkRackerStore checks that the store at root lists exactly one image,
@@ -295,6 +298,7 @@ type target struct {
 	name       string
 	caseID     string
 	over       string
+	phase      string // compare this phase of both cases, not the wall time
 	maxRatio   float64
 	maxSeconds float64
 	maxRSS     int64
@@ -309,6 +313,9 @@ var targets = []target{
 	{name: "racker run --boot=never / nspawn true (wall, median)", caseID: "racker-run-noboot", over: "nspawn-noboot", maxRatio: 1.15},
 	{name: "postroj pkgprobe / nspawn boot floor, masked (wall, median)", caseID: "postroj-pkgprobe", over: "probe-floor", maxRatio: 1.2},
 	{name: "postroj pkgprobe, warm (wall, median)", caseID: "postroj-pkgprobe", maxSeconds: 0.45},
+	{name: "pkgprobe --network=private / host, warm journald (wall, median)", caseID: "postroj-pkgprobe", over: "probe-host", maxRatio: 1.10},
+	{name: "webfs install step, warm / cold package cache (median)", caseID: "webfs-warm", over: "webfs-cold", phase: "install", maxRatio: 0.5},
+	{name: "selftest pkgprobe, --jobs 2 / --jobs 1 (wall, median)", caseID: "selftest-jobs2", over: "selftest-jobs1", maxRatio: 0.7},
 }
 
 // comparison is a figure reported without a limit: a phase (or, with

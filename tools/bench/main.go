@@ -34,7 +34,11 @@
 //     --check-unit=systemd-journald against the masked boot floor on the
 //     tree it boots, which a setup step makes with postroj pull (docker.io
 //     mirrored by the loopback registry) and checks: the registry's image,
-//     and a probe sends the registry no request.
+//     and a probe sends the registry no request;
+//   - net: private networks against the host's for that probe, a webfs
+//     probe's install step with a warm package cache against a cold one,
+//     and selftest pkgprobe over four Debian releases with --jobs 2
+//     against --jobs 1 (see net.go).
 //
 // It exits 0 when every case ran and its output checked out, whether or not
 // targets were met (MISS lines say so), 1 when something failed, 2 on bad
@@ -161,7 +165,7 @@ func bench(ctx context.Context, o options) error {
 	if _, err := os.Stat(o.racker); err != nil {
 		return fmt.Errorf("racker binary: %w (build it with make build)", err)
 	}
-	if slices.ContainsFunc(o.cases, func(c benchCase) bool { return c.group == "probe" }) {
+	if slices.ContainsFunc(o.cases, func(c benchCase) bool { return c.group == "probe" || c.group == "net" }) {
 		if o.postroj, err = filepath.Abs(o.postroj); err != nil {
 			return err
 		}
@@ -267,7 +271,7 @@ func bench(ctx context.Context, o options) error {
 	for i, c := range o.cases {
 		rep.addCase(c, samples[i])
 	}
-	if slices.ContainsFunc(o.cases, func(c benchCase) bool { return c.group == "run" || c.group == "probe" }) {
+	if slices.ContainsFunc(o.cases, func(c benchCase) bool { return c.group == "run" || c.group == "probe" || c.group == "net" }) {
 		rep.MaskedUnits = maskedUnits()
 	}
 	rep.checkTargets(targets)

@@ -196,11 +196,11 @@ func probePhases(rep *probeReport) map[string]time.Duration {
 
 // postrojProbe runs the measured pkgprobe, with its JSON report in dir,
 // and takes the phases from the report.
-func postrojProbe(ctx context.Context, e *env, r *runner, dir string) error {
+func postrojProbe(ctx context.Context, e *env, r *runner, dir string, extra ...string) error {
 	report := filepath.Join(dir, "probe.json")
 	r.env = e.probe.env
 	t0 := time.Now()
-	stdout, err := r.exec(ctx, e.postroj, probeArgs(e.probe.root, report)...)
+	stdout, err := r.exec(ctx, e.postroj, append(probeArgs(e.probe.root, report), extra...)...)
 	wall := time.Since(t0)
 	if err != nil {
 		return err

@@ -221,6 +221,15 @@ func (r *report) checkTargets(ts []target) {
 		if over == nil || over.MedianSeconds == 0 {
 			continue
 		}
+		if t.phase != "" {
+			a, b := c.PhaseMedianSeconds[t.phase], over.PhaseMedianSeconds[t.phase]
+			if b == 0 {
+				continue
+			}
+			r.Targets = append(r.Targets, tgtRes{Name: t.name, Value: a / b, Limit: t.maxRatio, Unit: "ratio", Pass: a/b <= t.maxRatio,
+				Paired: pairedRatio(c.PhaseSeconds[t.phase], over.PhaseSeconds[t.phase])})
+			continue
+		}
 		v := c.MedianSeconds / over.MedianSeconds
 		r.Targets = append(r.Targets, tgtRes{Name: t.name, Value: v, Limit: t.maxRatio, Unit: "ratio", Pass: v <= t.maxRatio,
 			Paired: pairedRatio(c.WallSeconds, over.WallSeconds)})

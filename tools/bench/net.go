@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/racker-postroj/racker/internal/testenv"
+)
+
+// The net group: what private networks cost and what the package cache and
+// the parallel matrix save.
+//
+//   - probe-host: the warm journald probe of the probe group with
+//     --network=host; postroj-pkgprobe (private, the default) over it is
+//     the price of the private network (netns listener, allowlist,
+//     proxy settings);
+//   - webfs-cold and webfs-warm: postroj pkgprobe of Debian's webfs on the
+//     probe group's image, with an empty cache directory each time and with
+//     one warmed in a setup step: the install step (apt-get update and
+//     install through the proxy) with a warm package cache over without;
+//   - selftest-jobs1 and selftest-jobs2: postroj selftest pkgprobe over the
+//     four Debian releases the mirror serves, --jobs 1 and 2.
+
+// webfsURL is the package the webfs cases install.
+const webfsURL = "http://deb.debian.org/debian/pool/main/w/webfs/webfs_1.21+ds1-12+b1_amd64.deb"
+
+// selftestImages are the catalogue images of the selftest cases.
+var selftestImages = []string{"debian-bullseye", "debian-bookworm", "debian-trixie", "debian-sid"}
+
+func netCases() []benchCase {
+	return []benchCase{
+		{
+			id:    "probe-host",
+			group: "net",
+			name:  "postroj pkgprobe --network=host (warm)",
+			cmd:   "as postroj-pkgprobe, with --network=host (postroj-pkgprobe is --network=private, the default)",
+			short: true,
+			setup: setupProbeStore,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return postrojProbe(ctx, e, r, dir, "--network=host")
+			},
+			check: func(_ context.Context, e *env, _ string) error {
+				return checkNoContainers(e.probe.root)
+			},
+		},
+		{
+			id:    "webfs-cold",
+			group: "net",
+			name:  "pkgprobe webfs, cold package cache",
+			cmd:   "POSTROJ_CACHE=DIR/cache postroj pkgprobe --image=debian-bookworm --package=" + webfsURL + " --check-unit=webfs --check-network=http://localhost:8000 (an empty cache each time)",
+			setup: setupProbeStore,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return webfsProbe(ctx, e, r, dir, filepath.Join(dir, "cache"), false)
+			},
+		},
+		{
+			id:    "webfs-warm",
+			group: "net",
+			name:  "pkgprobe webfs, warm package cache",
+			cmd:   "as webfs-cold, with a cache that one probe filled in a setup step",
+			setup: func(ctx context.Context, e *env) error {
+				if err := setupProbeStore(ctx, e); err != nil {
+					return err
+				}
+				dir := filepath.Join(e.work, "webfs-warm")
+				fmt.Fprintf(e.stdout, "Warming the package cache in %s with one webfs probe.\n", dir)
+				return webfsProbe(ctx, e, &runner{}, dir, filepath.Join(e.work, "webfs-warm-cache"), false)
+			},
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return webfsProbe(ctx, e, r, dir, filepath.Join(e.work, "webfs-warm-cache"), true)
+			},
+		},
+		{
+			id:    "selftest-jobs1",
+			group: "net",
+			name:  "selftest pkgprobe, 4 Debian releases, --jobs 1",
+			cmd:   "postroj selftest pkgprobe --image=debian-bullseye --image=debian-bookworm --image=debian-trixie --image=debian-sid --jobs 1 (warm package cache)",
+			setup: setupSelftestStore,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return selftestRun(ctx, e, r, dir, 1)
+			},
+		},
+		{
+			id:    "selftest-jobs2",
+			group: "net",
+			name:  "selftest pkgprobe, 4 Debian releases, --jobs 2",
+			cmd:   "as selftest-jobs1, --jobs 2",
+			setup: setupSelftestStore,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return selftestRun(ctx, e, r, dir, 2)
+			},
+		},
+	}
+}
+
+// webfsProbe probes webfs with the cache directory cache (postroj's
+// --cache-dir: downloads and packages) and records the install step as a
+// phase. warm says the cache must have served package files.
+func webfsProbe(ctx context.Context, e *env, r *runner, dir, cache string, warm bool) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	report := filepath.Join(dir, "webfs.json")
+	r.env = append(environWithout("POSTROJ_CACHE"), append(e.probe.env[:len(e.probe.env):len(e.probe.env)], "POSTROJ_CACHE="+cache)...)
+	stdout, err := r.exec(ctx, e.postroj, "--root", e.probe.root, "pkgprobe", "--image="+probeImage, "--package="+webfsURL,
+		"--check-unit=webfs", "--check-network=http://localhost:8000", "--report="+report)
+	if err != nil {
+		return fmt.Errorf("%w; stdout: %s", err, tail(stdout, 1000))
+	}
+	var rep struct {
+		Result string `json:"result"`
+		Steps  []struct {
+			Kind    string  `json:"kind"`
+			Seconds float64 `json:"seconds"`
+		} `json:"steps"`
+		Egress struct {
+			Cached int `json:"cached"`
+		} `json:"egress"`
+	}
+	data, err := os.ReadFile(report)
+	if err == nil {
+		err = json.Unmarshal(data, &rep)
+	}
+	if err != nil {
+		return fmt.Errorf("webfs report: %w", err)
+	}
+	if rep.Result != "passed" {
+		return fmt.Errorf("webfs probe %s; stdout: %s", rep.Result, tail(stdout, 1000))
+	}
+	if warm && rep.Egress.Cached == 0 {
+		return fmt.Errorf("a warm package cache served nothing; stdout: %s", tail(stdout, 1000))
+	}
+	if !warm && rep.Egress.Cached != 0 {
+		return fmt.Errorf("an empty package cache served %d requests", rep.Egress.Cached)
+	}
+	for _, s := range rep.Steps {
+		if s.Kind == "install" {
+			r.phase("install", time.Duration(s.Seconds*float64(time.Second)))
+		}
+	}
+	return nil
+}
+
+// setupSelftestStore makes the store of the selftest cases: the Debian
+// releases from the tests' template stores when they have them (built by
+// the scripts' curatedstore, from Debian's mirror), else built here with
+// postroj pull --source=mirror (minutes). A first selftest run warms the
+// package cache, so that both cases install from it.
+func setupSelftestStore(ctx context.Context, e *env) error {
+	if e.selftest != "" {
+		return nil
+	}
+	root := filepath.Join(e.work, "selftest-store")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return err
+	}
+	r := runner{env: e.postrojEnv()}
+	for _, name := range selftestImages {
+		tmpl, _ := filepath.Glob(filepath.Join(testenv.CacheDir(), "postroj-stores", name+"-*", "built"))
+		if len(tmpl) > 0 {
+			dir := filepath.Dir(tmpl[0])
+			fmt.Fprintf(e.stdout, "Linking %s from the tests' template store %s.\n", name, dir)
+			for _, d := range []string{"images", "refs"} {
+				if out, err := exec.CommandContext(ctx, "cp", "-al", filepath.Join(dir, d), root+"/").CombinedOutput(); err != nil {
+					return fmt.Errorf("copying %s: %v: %s", dir, err, out)
+				}
+			}
+			continue
+		}
+		fmt.Fprintf(e.stdout, "Building %s from Debian's mirror with postroj pull --source=mirror (a few minutes).\n", name)
+		if _, err := r.exec(ctx, e.postroj, "--root", root, "pull", "--source=mirror", name); err != nil {
+			return err
+		}
+	}
+	e.selftest = root
+	fmt.Fprintln(e.stdout, "Warming the package cache with one selftest pkgprobe run.")
+	return selftestRun(ctx, e, &runner{}, filepath.Join(e.work, "selftest-warm"), 2)
+}
+
+// selftestRun runs the selftest with jobs and checks that it passed.
+func selftestRun(ctx context.Context, e *env, r *runner, dir string, jobs int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	r.env = append(environWithout("POSTROJ_CACHE"), "POSTROJ_CACHE="+filepath.Join(e.work, "selftest-cache"))
+	args := []string{"--root", e.selftest, "selftest", "pkgprobe", fmt.Sprintf("--jobs=%d", jobs), "--report=" + filepath.Join(dir, "selftest.json")}
+	for _, n := range selftestImages {
+		args = append(args, "--image="+n)
+	}
+	stdout, err := r.exec(ctx, e.postroj, args...)
+	if err != nil {
+		return fmt.Errorf("%w; stdout: %s", err, tail(stdout, 1500))
+	}
+	if !strings.Contains(stdout, "PASSED: 8 passed") {
+		return fmt.Errorf("selftest did not pass: %s", tail(stdout, 1500))
+	}
+	return nil
+}
