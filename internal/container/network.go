@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/nspawn"
 	"github.com/racker-postroj/racker/internal/rootfs"
@@ -92,12 +93,12 @@ func newNet(n Network, rootfsDir string, log *slog.Logger) (*netState, error) {
 	if n.Mode != NetworkPrivate {
 		return st, nil
 	}
-	repos, err := egress.RepositoryHosts(rootfsDir)
+	repos, err := distro.RepositoryURLs(rootfsDir)
 	if err != nil {
 		return nil, fmt.Errorf("reading the image's repositories: %w", err)
 	}
 	st.proxy = &egress.Proxy{Cache: n.Cache, Logger: log}
-	st.proxy.Allow.Add(repos...)
+	st.proxy.Allow.Add(egress.HostRules(repos)...)
 	st.proxy.Allow.Add(n.Allow...)
 	st.client = egress.ClientConfig(ProxyAddr)
 	log.Debug("egress allowlist", "rules", fmt.Sprint(st.proxy.Allow.Rules()))
@@ -264,12 +265,12 @@ func (r *Runtime) prepareProxy(rootfsDir string) (env []string, stop func(), err
 	if r.PackageCache == nil {
 		return nil, func() {}, nil
 	}
-	repos, err := egress.RepositoryHosts(rootfsDir)
+	repos, err := distro.RepositoryURLs(rootfsDir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the image's repositories: %w", err)
 	}
 	p := &egress.Proxy{Cache: r.PackageCache, Logger: r.logger()}
-	p.Allow.Add(repos...)
+	p.Allow.Add(egress.HostRules(repos)...)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, fmt.Errorf("serving the package cache: %w", err)

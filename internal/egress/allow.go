@@ -153,3 +153,16 @@ func canonicalHost(h string) string {
 	}
 	return h
 }
+
+// HostRules turns repository URLs into allowlist rules, one per host (any
+// port). Hosts containing variables ($releasever, $mirror) are left out:
+// they are not known before the package manager expands them.
+func HostRules(urls []string) []Rule {
+	var a Allowlist
+	for _, s := range urls {
+		if u, err := url.Parse(s); err == nil && !strings.Contains(u.Host, "$") {
+			a.AddURL(s)
+		}
+	}
+	return a.Rules()
+}

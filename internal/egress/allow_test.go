@@ -74,3 +74,12 @@ func TestAllowlist(t *testing.T) {
 		t.Error("'*' allows everything but names nothing")
 	}
 }
+
+func TestHostRules(t *testing.T) {
+	got := HostRules([]string{"http://deb.debian.org/debian", "http://deb.debian.org/debian-security",
+		"http://$mirror/x/", "https://arch.example:8080/$repo", "/not/a/url", "file:///srv/repo"})
+	want := []Rule{{Host: "deb.debian.org"}, {Host: "arch.example"}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}

@@ -1,4 +1,4 @@
-package egress
+package distro
 
 import (
 	"bufio"
@@ -69,30 +69,6 @@ func RepositoryURLs(dir string) ([]string, error) {
 	add(pacmanServers(read, "/etc/pacman.conf", 0)...)
 	add(pacmanServers(read, "/etc/pacman.d/mirrorlist", 0)...)
 	return urls, nil
-}
-
-// RepositoryHosts is RepositoryURLs reduced to allowlist rules, one per
-// host (any port). Hosts containing variables ($releasever) are left out.
-func RepositoryHosts(dir string) ([]Rule, error) {
-	urls, err := RepositoryURLs(dir)
-	if err != nil {
-		return nil, err
-	}
-	var a Allowlist
-	for _, u := range urls {
-		if !strings.Contains(hostOf(u), "$") {
-			a.AddURL(u)
-		}
-	}
-	return a.Rules(), nil
-}
-
-func hostOf(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return ""
-	}
-	return u.Host
 }
 
 // repoURL strips apt's transport prefixes (tor+, mirror+) and keeps

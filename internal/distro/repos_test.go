@@ -1,4 +1,4 @@
-package egress
+package distro
 
 import (
 	"os"
@@ -66,32 +66,5 @@ func TestRepositoryURLs(t *testing.T) {
 				t.Fatalf("got  %q\nwant %q", got, want)
 			}
 		})
-	}
-}
-
-func TestRepositoryHosts(t *testing.T) {
-	dir := writeTree(t, map[string]string{
-		"etc/apt/sources.list":        "deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian-security bookworm-security main\n",
-		"etc/yum.repos.d/x.repo":      "[x]\nbaseurl=http://$mirror/x/\n",
-		"etc/pacman.d/mirrorlist":     "Server = http://arch.example:8080/$repo\n",
-		"etc/apt/sources.list.d/a.sx": "deb http://ignored.example/ x main\n",
-	})
-	got, err := RepositoryHosts(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []Rule{{Host: "deb.debian.org"}, {Host: "arch.example"}}
-	if !slices.Equal(got, want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
-}
-
-func TestClientConfig(t *testing.T) {
-	c := ClientConfig("127.0.0.1:3129")
-	if !slices.Contains(c.Env, "http_proxy=http://127.0.0.1:3129/") || !slices.Contains(c.Env, "no_proxy="+NoProxy) {
-		t.Fatalf("env %q", c.Env)
-	}
-	if len(c.Files) != 2 || c.Files[0].If != "/etc/apt/apt.conf.d" {
-		t.Fatalf("files %+v", c.Files)
 	}
 }
