@@ -6,12 +6,14 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/racker-postroj/racker/internal/container"
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -216,5 +218,112 @@ func TestUnreachable(t *testing.T) {
 		if got := Unreachable(tt.err); got != tt.want {
 			t.Errorf("Unreachable(%v) = %v", tt.err, got)
 		}
+	}
+}
+
+// netMachine is a fake container with a network of its own: its
+// "localhost:8000" is its own server, and its proxy refused one host.
+type netMachine struct {
+	killHook
+	addr string
+}
+
+func (m netMachine) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if addr != "localhost:8000" {
+		return nil, errors.New("unexpected address " + addr)
+	}
+	return (&net.Dialer{}).DialContext(ctx, network, m.addr)
+}
+
+func (m netMachine) Egress() ([]egress.Rule, egress.Record, bool) {
+	return []egress.Rule{{Host: "deb.debian.org"}}, egress.Record{
+		Requests: []egress.Request{{Method: "GET", URL: "http://deb.debian.org/debian/pool/x.deb", Status: 200, Cache: egress.CacheHit}},
+		Refused:  []egress.Refusal{{Host: "telemetry.invalid:80", Requests: 1, Example: "http://telemetry.invalid/ping"}},
+	}, true
+}
+
+func TestMatrixRunsCellsOnOnePortAtOnce(t *testing.T) {
+	var mu sync.Mutex
+	serving, most := 0, 0
+	prober := &Prober{Settle: time.Millisecond,
+		Containers: fakeStarter(func(ctx context.Context, opts container.StartOptions) (Machine, error) {
+			if opts.Isolation.Network.Mode != container.NetworkPrivate {
+				t.Errorf("network %q, want private by default", opts.Isolation.Network.Mode)
+			}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+			m := netMachine{killHook: killHook{fakeUnits: newFakeUnits(map[string][]string{
+				"webfs": {show("active", "running", "success")},
+			})}, addr: srv.Listener.Addr().String()}
+			m.exec = func(p nspawn.Process) int {
+				if p.Args[0] != "/bin/sh" {
+					return 0
+				}
+				mu.Lock()
+				serving++
+				most = max(most, serving)
+				mu.Unlock()
+				time.Sleep(100 * time.Millisecond)
+				mu.Lock()
+				serving--
+				mu.Unlock()
+				if strings.Contains(opts.Name, "debian-c") {
+					return 100 // the install fails on this one
+				}
+				return 0
+			}
+			m.onKill = srv.Close
+			return m, nil
+		})}
+	target := func(name string) Target {
+		return Target{Name: name, Acquire: func(ctx context.Context) (Image, error) {
+			return Image{Reference: "mirror.local/" + name, RootFS: fakeRoot(t, "usr/bin/apt-get")}, nil
+		}}
+	}
+	spec := Spec{Install: []string{"webfs"}, Units: []string{"webfs"}, Network: []Address{mustAddress(t, "http://localhost:8000")}}
+	mx := &Matrix{Prober: prober, Jobs: 2}
+	rep, err := mx.Run(context.Background(), spec, []Target{target("debian-a"), target("debian-b"), target("debian-c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if most != 2 {
+		t.Errorf("%d cells installed at once, want 2 (--jobs 2; nothing serializes port 8000 on private networks)", most)
+	}
+	var got []string
+	for _, r := range rep.Cells {
+		got = append(got, r.Image+" "+string(r.Result))
+	}
+	if strings.Join(got, ", ") != "debian-a passed, debian-b passed, debian-c failed" || rep.Result != Failed {
+		t.Fatalf("cells %v, result %s", got, rep.Result)
+	}
+	a := rep.Cells[0]
+	if a.Network != "private" || a.Egress == nil || a.Egress.Cached != 1 || a.Egress.Total != 1 {
+		t.Fatalf("egress of a cell: %q %+v", a.Network, a.Egress)
+	}
+	if a.Machine == rep.Cells[1].Machine {
+		t.Fatalf("two cells named %s", a.Machine)
+	}
+	var text, junit, table bytes.Buffer
+	a.WriteText(&text)
+	WriteJUnit(&junit, "postroj", rep.Cells)
+	rep.WriteTable(&table)
+	for _, want := range []string{
+		"egress (network private): 1 requests: 1 from the package cache, 0 revalidated, 0 fetched; 1 hosts refused",
+		"refused telemetry.invalid:80 (1 requests, first http://telemetry.invalid/ping): allow it with --allow-host=telemetry.invalid",
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, text.String())
+		}
+	}
+	for _, want := range []string{
+		`<property name="egress.refused" value="telemetry.invalid:80"></property>`,
+		`<testcase name="egress" classname="postroj.pkgprobe.debian-a"`,
+		`<testsuite name="pkgprobe debian-c" tests="7" failures="1" errors="0" skipped="2"`,
+	} {
+		if !strings.Contains(junit.String(), want) {
+			t.Errorf("JUnit lacks %q:\n%s", want, junit.String())
+		}
+	}
+	if !strings.Contains(table.String(), "debian-c  pkgprobe  failed") || !strings.Contains(table.String(), "FAILED: 2 passed, 1 failed, 0 errors, 0 skipped") {
+		t.Errorf("table:\n%s", table.String())
 	}
 }
