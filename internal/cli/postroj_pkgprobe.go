@@ -7,11 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/racker-postroj/racker/internal/acquire"
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/egress"
@@ -72,7 +72,7 @@ func probeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "settle", Value: probe.DefaultSettle, Usage: "how long a Type=simple, exec or idle service must have been active to pass (other units: a fifth of it)"},
 		&cli.DurationFlag{Name: "network-timeout", Value: probe.DefaultNetworkTimeout, Usage: "how long an address may take to answer"},
 		&cli.DurationFlag{Name: "boot-timeout", Value: nspawn.DefaultBootTimeout, Usage: "give up when booting takes longer"},
-		&cli.StringFlag{Name: "source", Value: container.SourceAuto, Usage: "where catalogue images come from: `SOURCE` auto, registry or mirror"},
+		&cli.StringFlag{Name: "source", Value: acquire.SourceAuto, Usage: "where catalogue images come from: `SOURCE` auto, registry or mirror"},
 		&cli.StringFlag{Name: "cache-dir", Value: DefaultCacheDir, EnvVars: []string{"POSTROJ_CACHE"}, Usage: "`DIR` for downloaded packages (DIR/downloads) and the package cache (DIR/packages)"},
 		&cli.StringFlag{Name: "network", Value: string(container.NetworkPrivate), Usage: "the containers' network: `MODE` private (own loopback, egress through postroj's proxy), host or none"},
 		&cli.GenericFlag{Name: "allow-host", Value: &stringList{}, Usage: "let the proxy through to `HOST[:PORT]` too (repeatable; *.DOMAIN; '*' for every host)"},
@@ -224,14 +224,14 @@ type probeEnv struct {
 	cat    *curated.Catalogue
 	rt     *container.Runtime
 	prober *probe.Prober
-	acq    container.AcquireOptions
+	acq    acquire.Options
 	stderr io.Writer
 }
 
 func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	source := c.String("source")
-	if !slices.Contains([]string{container.SourceAuto, container.SourceRegistry, container.SourceMirror}, source) {
-		return nil, usagef("unexpected --source %q (valid: auto, registry, mirror)", source)
+	if err := acquire.CheckSource(source); err != nil {
+		return nil, postrojError(err)
 	}
 	for _, f := range []string{"unit-timeout", "network-timeout", "boot-timeout", "settle"} {
 		if c.Duration(f) <= 0 {
@@ -269,7 +269,7 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	packages := &egress.Cache{Dir: filepath.Join(c.String("cache-dir"), "packages"), Logger: logger(c)}
 	rt := &container.Runtime{Store: st, Logger: logger(c), PackageCache: packages}
 	e := &probeEnv{c: c, cat: cat, stderr: stderr, rt: rt,
-		acq: container.AcquireOptions{
+		acq: acquire.Options{
 			Source:   source,
 			PullOpts: image.PullOptions{Mirrors: mirrors, Retry: retry},
 		},
@@ -308,48 +308,26 @@ func allowRules(c *cli.Context) ([]egress.Rule, error) {
 	return rules, nil
 }
 
-// target resolves --image: a catalogue name or alias, or, when it has a
-// '/', ':' or '@', an image reference racker pulls.
+// target resolves --image (acquire.Resolve) into what the prober boots.
 func (e *probeEnv) target(name string) (probe.Target, error) {
-	entry, err := e.cat.Lookup(name)
-	switch {
-	case err == nil:
-		return e.entryTarget(entry), nil
-	case !errors.Is(err, curated.ErrUnknown) || !strings.ContainsAny(name, "/:@"):
-		return probe.Target{}, usageError{err}
-	}
-	ref, err := image.ParseReference(name)
+	t, err := acquire.Resolve(e.cat, name)
 	if err != nil {
-		return probe.Target{}, usageError{fmt.Errorf("--image %q is neither a catalogue name nor an image reference: %w", name, err)}
+		return probe.Target{}, postrojError(err)
 	}
-	return probe.Target{Name: name, Acquire: func(ctx context.Context) (probe.Image, error) {
-		img, err := e.rt.Image(ctx, ref.String(), container.PullMissing, e.acq.PullOpts)
-		if err != nil {
-			return probe.Image{}, err
-		}
-		rootfs, err := e.rt.Bootable(ctx, img, e.acq.PrepareOutput)
-		if err != nil {
-			return probe.Image{}, err
-		}
-		return probe.Image{Reference: img.Reference, RootFS: rootfs}, nil
-	}}, nil
+	return probe.Target{Name: t.Name, PackageType: t.PackageType(), Acquire: e.acquirer(t)}, nil
 }
 
-func (e *probeEnv) entryTarget(entry curated.Entry) probe.Target {
-	return probe.Target{Name: entry.Name, PackageType: entry.PackageType, Acquire: e.acquirer(entry)}
-}
-
-// acquirer returns the function that acquires a catalogue entry, telling
-// the user on stderr when that means pulling or building.
-func (e *probeEnv) acquirer(entry curated.Entry) func(ctx context.Context) (probe.Image, error) {
+// acquirer returns the function that acquires t, telling the user on
+// stderr when that means pulling or building.
+func (e *probeEnv) acquirer(t acquire.Target) func(ctx context.Context) (probe.Image, error) {
 	return func(ctx context.Context) (probe.Image, error) {
 		opts := e.acq
-		opts.Notify = func(msg string) { fmt.Fprintf(e.stderr, "%s: %s\n", entry.Name, msg) }
-		img, rootfs, err := container.Acquire(ctx, e.rt, entry, opts)
+		opts.Notify = func(msg string) { fmt.Fprintf(e.stderr, "%s: %s\n", t.Name, msg) }
+		img, err := t.Get(ctx, e.rt, opts)
 		if err != nil {
 			return probe.Image{}, err
 		}
-		return probe.Image{Reference: img.Reference, RootFS: rootfs}, nil
+		return probe.Image{Reference: img.Image.Reference, RootFS: img.RootFS}, nil
 	}
 }
 

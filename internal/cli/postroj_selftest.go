@@ -3,12 +3,11 @@ package cli
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/acquire"
 	"github.com/racker-postroj/racker/internal/probe"
 )
 
@@ -63,27 +62,14 @@ func selftest(c *cli.Context, suite string) error {
 		return err
 	}
 	names := listFlag(c, "image")
-	var entries []curated.Entry
-	if len(names) == 0 {
-		for _, e := range env.cat.Entries() {
-			if !e.EOL {
-				entries = append(entries, e)
-			}
-		}
-	}
-	for _, n := range names {
-		e, err := env.cat.Lookup(n)
-		if err != nil {
-			return usageError{err}
-		}
-		if !slices.ContainsFunc(entries, func(o curated.Entry) bool { return o.Name == e.Name }) {
-			entries = append(entries, e)
-		}
+	entries, err := acquire.Select(env.cat, acquire.Selection{Names: names, All: len(names) == 0})
+	if err != nil {
+		return postrojError(err)
 	}
 	var images []probe.SelftestImage
 	for _, e := range entries {
 		images = append(images, probe.SelftestImage{
-			Name: e.Name, Manager: e.PackageManager, Acquire: env.acquirer(e), SkipUnreachable: len(names) == 0,
+			Name: e.Name, Manager: e.PackageManager, Acquire: env.acquirer(acquire.Target{Name: e.Name, Entry: &e}), SkipUnreachable: len(names) == 0,
 		})
 	}
 	env.prober.Output = nil // many probes at once: their output would interleave

@@ -136,7 +136,7 @@ func (r *Runtime) Image(ctx context.Context, ref string, policy PullPolicy, opts
 // needed (see image.Store.Prepare).
 func (r *Runtime) Bootable(ctx context.Context, img image.Image, output io.Writer) (string, error) {
 	t0 := time.Now()
-	p, err := r.Store.Prepare(ctx, img, image.PrepareOptions{Run: r.prepareRunner(), Output: output})
+	p, err := r.Store.Prepare(ctx, img, image.PrepareOptions{Run: r.PrepareRunner(), Output: output})
 	if err != nil {
 		return "", err
 	}
@@ -144,9 +144,9 @@ func (r *Runtime) Bootable(ctx context.Context, img image.Image, output io.Write
 	return p.RootFS, nil
 }
 
-// prepareRunner runs preparation scripts in a writable, non-booted
+// PrepareRunner runs preparation scripts in a writable, non-booted
 // container on the host's network.
-func (r *Runtime) prepareRunner() image.Runner {
+func (r *Runtime) PrepareRunner() image.Runner {
 	return func(ctx context.Context, rootfs, script string, out io.Writer) (int, error) {
 		env, stop, err := r.prepareProxy(rootfs)
 		if err != nil {

@@ -1,4 +1,4 @@
-package container
+package acquire
 
 import (
 	"archive/tar"
@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/image"
 )
@@ -43,15 +44,15 @@ func treeImage(t *testing.T, paths ...string) v1.Image {
 	return img
 }
 
-var bootable = []string{"usr/lib/systemd/systemd", "usr/sbin/init", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"}
+var bootableFiles = []string{"usr/lib/systemd/systemd", "usr/sbin/init", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/certs/ca-certificates.crt"}
 
-func testRuntime(t *testing.T) *Runtime {
+func testRuntime(t *testing.T) *container.Runtime {
 	t.Helper()
 	st, err := image.OpenStore(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Runtime{Store: st}
+	return &container.Runtime{Store: st}
 }
 
 // closedRegistry returns a loopback address nothing listens on: pulls from
@@ -90,25 +91,25 @@ func TestAcquireFallsBackToStoredMirrorBuild(t *testing.T) {
 	rt := testRuntime(t)
 	ctx := context.Background()
 	e := debianEntry(t, closedRegistry(t)+"/library/debian:bookworm-slim")
-	built, err := rt.Store.Import(ctx, image.MustParseReference(e.MirrorReference()), treeImage(t, bootable...))
+	built, err := rt.Store.Import(ctx, image.MustParseReference(e.MirrorReference()), treeImage(t, bootableFiles...))
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	// Missing: a stored mirror build serves without asking the registry.
 	var notes []string
-	opts := AcquireOptions{Notify: func(m string) { notes = append(notes, m) }}
-	img, rootfs, err := Acquire(ctx, rt, e, opts)
-	if err != nil || img.Digest != built.Digest || rootfs != built.RootFS || len(notes) != 0 {
-		t.Fatalf("Acquire = %+v, %s, %v (notes %q)", img, rootfs, err, notes)
+	opts := Options{Notify: func(m string) { notes = append(notes, m) }}
+	got, err := Get(ctx, rt, e, opts)
+	if err != nil || got.Image.Digest != built.Digest || got.RootFS != built.RootFS || len(notes) != 0 {
+		t.Fatalf("Get = %+v, %v (notes %q)", got, err, notes)
 	}
 
 	// Always: the registry is asked, fails, and the mirror build is used,
 	// saying why.
-	opts.Pull = PullAlways
-	img, _, err = Acquire(ctx, rt, e, opts)
-	if err != nil || img.Reference != "mirror.local/debian:bookworm" {
-		t.Fatalf("Acquire = %+v, %v", img, err)
+	opts.Pull = container.PullAlways
+	got, err = Get(ctx, rt, e, opts)
+	if err != nil || got.Image.Reference != "mirror.local/debian:bookworm" {
+		t.Fatalf("Get = %+v, %v", got, err)
 	}
 	if len(notes) != 2 || notes[0] != "pulling "+e.Source ||
 		!strings.Contains(notes[1], "connection refused; using the image built from http://deb.debian.org/debian on ") {
@@ -117,7 +118,7 @@ func TestAcquireFallsBackToStoredMirrorBuild(t *testing.T) {
 
 	// --source=registry never falls back.
 	opts.Source = SourceRegistry
-	if _, _, err := Acquire(ctx, rt, e, opts); err == nil || !strings.Contains(err.Error(), "connection refused") {
+	if _, err := Get(ctx, rt, e, opts); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("registry source: %v", err)
 	}
 }
@@ -130,12 +131,12 @@ func TestAcquireRefuses(t *testing.T) {
 	ctx := context.Background()
 	e := debianEntry(t, "registry.invalid/debian:12")
 
-	if _, _, err := Acquire(ctx, rt, e, AcquireOptions{Source: "ftp"}); err == nil || err.Error() != `unknown source "ftp" (valid: auto, registry, mirror)` {
+	if _, err := Get(ctx, rt, e, Options{Source: "ftp"}); !errors.As(err, new(*UsageError)) || err.Error() != `unexpected --source "ftp" (valid: auto, registry, mirror)` {
 		t.Errorf("bad source: %v", err)
 	}
 	noMirror := e
 	noMirror.Mirror = nil
-	if _, _, err := Acquire(ctx, rt, noMirror, AcquireOptions{Source: SourceMirror}); err == nil || !strings.Contains(err.Error(), "has no mirror source") {
+	if _, err := Get(ctx, rt, noMirror, Options{Source: SourceMirror}); err == nil || !strings.Contains(err.Error(), "has no mirror source") {
 		t.Errorf("mirror source without a mirror: %v", err)
 	}
 
@@ -145,7 +146,7 @@ func TestAcquireRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = Acquire(ctx, rt, e, AcquireOptions{})
+	_, err = Get(ctx, rt, e, Options{})
 	if !errors.Is(err, image.ErrNotBootable) || err.Error() != "preparing mirror.local/debian:bookworm: image cannot be booted: it lacks systemd, init, dbus, ca-certificates and without a subscription dnf cannot install what booting needs" {
 		t.Errorf("not preparable: %v", err)
 	}
