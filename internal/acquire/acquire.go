@@ -15,6 +15,7 @@ import (
 	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/mirror"
+	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
 // Sources an image can come from; see Options.Source.
@@ -84,6 +85,10 @@ type Image struct {
 	// (mirror.local/debian:bookworm).
 	Image  image.Image
 	RootFS string
+	// Executor is how commands enter the booted container:
+	// nspawn.ExecNsenter when the entry says so (curated.Entry.Exec),
+	// otherwise ExecAuto, which tells from the image's systemd.
+	Executor nspawn.Executor
 }
 
 // Get returns the stored image of the catalogue entry e and a root
@@ -100,7 +105,14 @@ func Get(ctx context.Context, rt *container.Runtime, e curated.Entry, opts Optio
 	if err != nil {
 		return Image{Image: img}, err
 	}
-	return Image{Image: img, RootFS: rootfs}, nil
+	return Image{Image: img, RootFS: rootfs, Executor: executor(e)}, nil
+}
+
+func executor(e curated.Entry) nspawn.Executor {
+	if e.Exec == curated.ExecNsenter {
+		return nspawn.ExecNsenter
+	}
+	return nspawn.ExecAuto
 }
 
 func logger(rt *container.Runtime) *slog.Logger {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
 func catalogue(t *testing.T) *curated.Catalogue {
@@ -172,5 +173,18 @@ func TestList(t *testing.T) {
 	if err := List(rt.Store, cat, ListOptions{Format: "yaml", Stdout: &out}); !errors.As(err, new(*UsageError)) ||
 		err.Error() != `unexpected --format "yaml" (valid: table, json)` {
 		t.Errorf("yaml: %v", err)
+	}
+}
+
+func TestExecutor(t *testing.T) {
+	cat := catalogue(t)
+	for name, want := range map[string]nspawn.Executor{"centos-7": nspawn.ExecNsenter, "centos-8": nspawn.ExecAuto, "debian-12": nspawn.ExecAuto} {
+		e, err := cat.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := executor(e); got != want {
+			t.Errorf("executor(%s) = %v, want %v", name, got, want)
+		}
 	}
 }

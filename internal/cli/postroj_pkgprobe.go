@@ -327,7 +327,7 @@ func (e *probeEnv) acquirer(t acquire.Target) func(ctx context.Context) (probe.I
 		if err != nil {
 			return probe.Image{}, err
 		}
-		return probe.Image{Reference: img.Image.Reference, RootFS: img.RootFS}, nil
+		return probe.Image{Reference: img.Image.Reference, RootFS: img.RootFS, Executor: img.Executor}, nil
 	}
 }
 

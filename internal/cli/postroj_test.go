@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -24,19 +26,15 @@ func parsePostroj(t *testing.T, build func(c *cli.Context) error, args ...string
 	app.ExitErrHandler = func(*cli.Context, error) {}
 	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
 	found := false
-	cmdName := args[0] // after global flags such as --verbose
-	for i := 0; strings.HasPrefix(cmdName, "-") && i+1 < len(args); i++ {
-		cmdName = args[i+1]
-	}
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = app.OnUsageError
-		if cmd.Name == cmdName {
+		if slices.Contains(args, cmd.Name) { // after global flags such as --verbose
 			cmd.Action = build
 			found = true
 		}
 	}
 	if !found {
-		t.Fatalf("no postroj command %q", args[0])
+		t.Fatalf("no postroj command in %q", args)
 	}
 	return app.RunContext(context.Background(), append([]string{"postroj"}, args...))
 }
@@ -46,13 +44,14 @@ func TestPullOptions(t *testing.T) {
 	t.Setenv("POSTROJ_MIRROR_CACHE", "/var/cache/x")
 	var got acquire.PullOptions
 	build := func(c *cli.Context) (err error) { got, err = pullOptions(c); return err }
-	if err := parsePostroj(t, build, "--verbose", "pull", "--all", "--include-eol", "--family", "debian", "--family", "ubuntu",
+	if err := parsePostroj(t, build, "--verbose", "--stall-timeout", "7s", "pull", "--all", "--include-eol", "--family", "debian", "--family", "ubuntu",
 		"--source", "mirror", "--rebuild", "-j", "3"); err != nil {
 		t.Fatal(err)
 	}
 	want := acquire.Selection{Names: []string{}, All: true, IncludeEOL: true, Families: []string{"debian", "ubuntu"}}
 	if !reflect.DeepEqual(got.Selection, want) || got.Source != acquire.SourceMirror || !got.Rebuild || got.Jobs != 3 || !got.Verbose ||
-		got.Pull != container.PullAlways || got.MirrorCache != "/var/cache/x" || got.PullOpts.Mirrors["docker.io"][0] != "127.0.0.1:5000" {
+		got.Pull != container.PullAlways || got.MirrorCache != "/var/cache/x" || got.PullOpts.Mirrors["docker.io"][0] != "127.0.0.1:5000" ||
+		got.PullOpts.Retry.Stall != 7*time.Second {
 		t.Errorf("options %+v", got)
 	}
 

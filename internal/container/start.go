@@ -42,6 +42,9 @@ type StartOptions struct {
 	Detach bool
 	// Isolation says what the container shares with the host.
 	Isolation Isolation
+	// Executor says how commands enter the booted container; ExecAuto
+	// (the zero value) tells from the image's systemd.
+	Executor nspawn.Executor
 }
 
 // Isolation says what a container shares with the host. The zero value
@@ -258,6 +261,7 @@ func (r *Runtime) nspawnOptions(opts StartOptions) (nspawn.Options, error) {
 		BootTimeout:    opts.BootTimeout,
 		Detach:         opts.Detach,
 		PrivateNetwork: opts.Isolation.Network.Private(),
+		Executor:       opts.Executor,
 		Logger:         r.Logger,
 	}, nil
 }

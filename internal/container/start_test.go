@@ -47,12 +47,12 @@ func TestNspawnOptions(t *testing.T) {
 	got, err := r.nspawnOptions(StartOptions{
 		RootFS: "/store/rootfs", Image: "docker.io/library/debian:bookworm-slim", Name: "web", Hostname: "box",
 		Binds: binds, MaskUnits: []string{"getty.target"}, BootTimeout: 5 * time.Second, Detach: true,
-		Isolation: Isolation{Network: Network{Mode: NetworkNone}},
+		Isolation: Isolation{Network: Network{Mode: NetworkNone}}, Executor: nspawn.ExecNsenter,
 	})
 	want := nspawn.Options{
 		Name: "web", RootFS: "/store/rootfs", Image: "docker.io/library/debian:bookworm-slim", StateDir: "/state",
 		Hostname: "box", Binds: binds, MaskUnits: []string{"getty.target"}, BootTimeout: 5 * time.Second, Detach: true,
-		PrivateNetwork: true,
+		PrivateNetwork: true, Executor: nspawn.ExecNsenter,
 	}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("nspawnOptions:\n%+v, %v\nwant\n%+v", got, err, want)
@@ -62,7 +62,7 @@ func TestNspawnOptions(t *testing.T) {
 	// host's network.
 	got, err = r.nspawnOptions(StartOptions{RootFS: "/store/rootfs", Image: "docker.io/library/debian:bookworm-slim"})
 	if err != nil || !regexp.MustCompile(`\Adebian-bookworm-slim-[0-9a-f]{6}\z`).MatchString(got.Name) ||
-		got.Hostname != got.Name || got.PrivateNetwork || got.StateDir != "/state" {
+		got.Hostname != got.Name || got.PrivateNetwork || got.StateDir != "/state" || got.Executor != nspawn.ExecAuto {
 		t.Errorf("defaults: %+v, %v", got, err)
 	}
 	if _, err := r.nspawnOptions(StartOptions{Name: "web"}); err == nil {

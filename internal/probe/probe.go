@@ -37,6 +37,9 @@ const (
 type Image struct {
 	Reference string // the image reference it came from, for reports
 	RootFS    string
+	// Executor says how commands enter the booted container (the catalogue
+	// knows for CentOS 7); ExecAuto tells from the image.
+	Executor nspawn.Executor
 }
 
 // Target is the image a probe boots.
@@ -289,7 +292,7 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 	}
 	m, err := p.Containers.Start(ctx, container.StartOptions{
 		Name: r.Machine, RootFS: img.RootFS, Image: img.Reference,
-		Binds: binds, MaskUnits: nspawn.DefaultMaskedUnits(), BootTimeout: p.BootTimeout,
+		Binds: binds, MaskUnits: nspawn.DefaultMaskedUnits(), BootTimeout: p.BootTimeout, Executor: img.Executor,
 		Isolation: container.Isolation{Network: p.network(spec)},
 	})
 	if err != nil {

@@ -385,3 +385,18 @@ func TestRunRPMOnDnfImage(t *testing.T) {
 		t.Errorf("binds %+v", b)
 	}
 }
+
+// How commands enter the container is the image's to say (the catalogue
+// knows for CentOS 7): it reaches the boot.
+func TestImageExecutorReachesBoot(t *testing.T) {
+	e := newProbeEnv(t, "usr/bin/apt-get")
+	target := Target{Name: "centos-7", Acquire: func(ctx context.Context) (Image, error) {
+		return Image{Reference: "docker.io/library/centos:7", RootFS: e.rootfs, Executor: nspawn.ExecNsenter}, nil
+	}}
+	if _, err := e.run(Spec{Target: target, Units: []string{"systemd-journald"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.booted) != 1 || e.booted[0].Executor != nspawn.ExecNsenter {
+		t.Errorf("boot options %+v, want Executor nsenter", e.booted)
+	}
+}
