@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -27,7 +26,9 @@ type PullOptions struct {
 	// table for several or for All.
 	Stdout io.Writer
 	// Stderr receives "NAME: message" lines as images are pulled or built
-	// and, with Verbose, the package manager's and mmdebstrap's output.
+	// and, with Verbose, the package manager's and mmdebstrap's output. It
+	// is written from several goroutines: it must be safe for that, as an
+	// *os.File is.
 	Stderr  io.Writer
 	Verbose bool
 }
@@ -60,11 +61,10 @@ func Pull(ctx context.Context, rt *container.Runtime, cat *curated.Catalogue, op
 	if opts.Stderr == nil {
 		opts.Stderr = io.Discard
 	}
-	stderr := &lockedWriter{w: opts.Stderr}
 	if opts.Verbose {
-		opts.PrepareOutput, opts.BuildOutput = stderr, stderr
+		opts.PrepareOutput, opts.BuildOutput = opts.Stderr, opts.Stderr
 	}
-	results := pullEntries(ctx, rt, entries, opts.Options, opts.Jobs, stderr)
+	results := pullEntries(ctx, rt, entries, opts.Options, opts.Jobs, opts.Stderr)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -125,16 +125,4 @@ func writeSummary(w io.Writer, results []Result) int {
 	}
 	tw.Flush()
 	return failed
-}
-
-// lockedWriter serializes writes from concurrent acquisitions.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

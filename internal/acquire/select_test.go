@@ -120,8 +120,9 @@ func TestPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt := testRuntime(t)
-	var stdout, stderr bytes.Buffer
-	opts := PullOptions{Selection: Selection{All: true}, Jobs: 2, Stdout: &stdout, Stderr: &stderr}
+	var stdout bytes.Buffer
+	stderr := tempFile(t) // safe for concurrent writes, as Stderr must be
+	opts := PullOptions{Selection: Selection{All: true}, Jobs: 2, Stdout: &stdout, Stderr: stderr}
 	err = Pull(context.Background(), rt, cat, opts)
 	if err == nil || err.Error() != "2 of 2 images failed" {
 		t.Errorf("Pull = %v", err)
@@ -129,8 +130,8 @@ func TestPull(t *testing.T) {
 	if !regexp.MustCompile(`\ANAME +RESULT +TIME +IMAGE OR ERROR\nfedora-41 +failed +[0-9.]+s +pulling ` + addr + `/fedora:41: .*connection refused.*\nfedora-42 +failed .*\n\z`).MatchString(stdout.String()) {
 		t.Errorf("summary:\n%s", stdout.String())
 	}
-	if strings.Count(stderr.String(), ": pulling "+addr) != 2 || !strings.Contains(stderr.String(), "fedora-41: pulling "+addr+"/fedora:41\n") {
-		t.Errorf("progress:\n%s", stderr.String())
+	if progress := readAll(t, stderr); strings.Count(progress, ": pulling "+addr) != 2 || !strings.Contains(progress, "fedora-41: pulling "+addr+"/fedora:41\n") {
+		t.Errorf("progress:\n%s", progress)
 	}
 
 	// One named image: its own error, no summary.
@@ -143,16 +144,35 @@ func TestPull(t *testing.T) {
 	// Interrupted before anything started.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	stderr.Reset()
+	opts.Stderr = tempFile(t)
 	opts.Selection = Selection{All: true}
-	if err := Pull(ctx, rt, cat, opts); !errors.Is(err, context.Canceled) || stderr.Len() != 0 {
-		t.Errorf("cancelled Pull = %v, progress %q", err, stderr.String())
+	if err := Pull(ctx, rt, cat, opts); !errors.Is(err, context.Canceled) || readAll(t, opts.Stderr.(*os.File)) != "" {
+		t.Errorf("cancelled Pull = %v, progress %q", err, readAll(t, opts.Stderr.(*os.File)))
 	}
 
 	opts.Source = "ftp"
 	if err := Pull(context.Background(), rt, cat, opts); !errors.As(err, new(*UsageError)) {
 		t.Errorf("bad source: %v", err)
 	}
+}
+
+func tempFile(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func readAll(t *testing.T, f *os.File) string {
+	t.Helper()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func TestList(t *testing.T) {

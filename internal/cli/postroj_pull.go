@@ -75,7 +75,7 @@ func pullOptions(c *cli.Context) (acquire.PullOptions, error) {
 		},
 		Jobs:    c.Int("jobs"),
 		Stdout:  c.App.Writer,
-		Stderr:  c.App.ErrWriter,
+		Stderr:  &lockedWriter{w: c.App.ErrWriter},
 		Verbose: c.Bool("verbose"),
 	}
 	if err := acquire.CheckSource(opts.Source); err != nil {
@@ -109,7 +109,7 @@ func postrojError(err error) error {
 	return err
 }
 
-// lockedWriter serializes writes from concurrent probes, line by line.
+// lockedWriter serializes writes from concurrent pulls and probes.
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer

@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,22 +18,8 @@ import (
 func parsePostroj(t *testing.T, build func(c *cli.Context) error, args ...string) error {
 	t.Helper()
 	app := postrojApp()
-	var out bytes.Buffer
-	app.Writer, app.ErrWriter = &out, &out
-	app.ExitErrHandler = func(*cli.Context, error) {}
-	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
-	found := false
-	for _, cmd := range app.Commands {
-		cmd.OnUsageError = app.OnUsageError
-		if slices.Contains(args, cmd.Name) { // after global flags such as --verbose
-			cmd.Action = build
-			found = true
-		}
-	}
-	if !found {
-		t.Fatalf("no postroj command in %q", args)
-	}
-	return app.RunContext(context.Background(), append([]string{"postroj"}, args...))
+	app.Name = "postroj"
+	return parseApp(t, app, build, args...)
 }
 
 func TestPullOptions(t *testing.T) {

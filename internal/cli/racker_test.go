@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,14 @@ import (
 func parseRacker(t *testing.T, build func(c *cli.Context) error, args ...string) error {
 	t.Helper()
 	app := rackerApp()
+	app.Name = "racker"
+	return parseApp(t, app, build, args...)
+}
+
+// parseApp runs app with args (global flags, a subcommand and its flags and
+// arguments), with the subcommand's action replaced by build.
+func parseApp(t *testing.T, app *cli.App, build func(c *cli.Context) error, args ...string) error {
+	t.Helper()
 	var out bytes.Buffer
 	app.Writer, app.ErrWriter = &out, &out
 	app.ExitErrHandler = func(*cli.Context, error) {}
@@ -30,15 +39,15 @@ func parseRacker(t *testing.T, build func(c *cli.Context) error, args ...string)
 	found := false
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = app.OnUsageError
-		if cmd.Name == args[0] {
+		if slices.Contains(args, cmd.Name) {
 			cmd.Action = build
 			found = true
 		}
 	}
 	if !found {
-		t.Fatalf("no racker command %q", args[0])
+		t.Fatalf("no %s command in %q", app.Name, args)
 	}
-	return app.RunContext(context.Background(), append([]string{"racker"}, args...))
+	return app.RunContext(context.Background(), append([]string{app.Name}, args...))
 }
 
 func TestRunOptions(t *testing.T) {
