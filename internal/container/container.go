@@ -313,7 +313,7 @@ func (r *Runtime) RemoveImage(ctx context.Context, ref image.Reference) (img ima
 	if err != nil {
 		return img, false, err
 	}
-	running, err := nspawn.List(r.stateDir())
+	running, err := r.List(ctx)
 	if err != nil {
 		return img, false, err
 	}
