@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/image"
 )
 
@@ -29,9 +30,18 @@ func globalFlags() []cli.Flag {
 	}
 }
 
-// openStore opens the store named by --root.
+// openStore opens the store named by --root, first pruning what killed
+// racker and postroj processes left there (container.Runtime.Prune): every
+// command that touches the store or the container list comes through here.
 func openStore(c *cli.Context) (*image.Store, error) {
-	return image.OpenStore(c.String("root"), logger(c))
+	st, err := image.OpenStore(c.String("root"), logger(c))
+	if err != nil {
+		return nil, err
+	}
+	if err := (&container.Runtime{Store: st, Logger: logger(c)}).Prune(); err != nil {
+		logger(c).Warn("pruning leftovers", "err", err)
+	}
+	return st, nil
 }
 
 // mirrors reads RACKER_REGISTRY_MIRRORS.

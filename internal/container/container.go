@@ -171,6 +171,13 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 	if err != nil {
 		return -1, "", err
 	}
+	// Until the container is recorded as running (and so keeps rmi away
+	// by itself), the image may not be removed (see image.Store.Use).
+	unuse, err := r.Store.Use(ctx, img)
+	if err != nil {
+		return -1, "", fmt.Errorf("running %s: %w", opts.Image, err)
+	}
+	defer unuse()
 	boot := resolveBoot(opts.Boot, img.RootFS)
 	if opts.Boot != BootNever && boot == BootNever {
 		log.Info("image has no systemd and no package manager to install it: running without booting", "ref", img.Reference)
@@ -199,6 +206,7 @@ func (r *Runtime) Run(ctx context.Context, opts Options) (code int, name string,
 		sopts.MaskUnits = nspawn.DefaultMaskedUnits()
 	}
 	c, err := r.Start(ctx, sopts)
+	unuse()
 	if err != nil {
 		return -1, "", err
 	}
@@ -309,23 +317,21 @@ var ErrImageInUse = errors.New("image is in use by running containers")
 // refuses while a running container uses the image's trees: deleting them
 // would pull the root filesystem from under it.
 func (r *Runtime) RemoveImage(ctx context.Context, ref image.Reference) (img image.Image, deleted bool, err error) {
-	img, err = r.Store.Lookup(ref)
-	if err != nil {
-		return img, false, err
-	}
-	running, err := r.List(ctx)
-	if err != nil {
-		return img, false, err
-	}
-	dir := filepath.Dir(img.RootFS) + string(filepath.Separator)
-	var users []string
-	for _, c := range running {
-		if strings.HasPrefix(c.RootFS, dir) {
-			users = append(users, c.Name)
+	return r.Store.Remove(ctx, ref, func(img image.Image) error {
+		running, err := r.List(ctx)
+		if err != nil {
+			return err
 		}
-	}
-	if len(users) > 0 {
-		return img, false, fmt.Errorf("removing %s: %w: %s (stop them first)", ref, ErrImageInUse, strings.Join(users, ", "))
-	}
-	return r.Store.Remove(ctx, ref)
+		dir := filepath.Dir(img.RootFS) + string(filepath.Separator)
+		var users []string
+		for _, c := range running {
+			if strings.HasPrefix(c.RootFS, dir) {
+				users = append(users, c.Name)
+			}
+		}
+		if len(users) > 0 {
+			return fmt.Errorf("removing %s: %w: %s (stop them first)", ref, ErrImageInUse, strings.Join(users, ", "))
+		}
+		return nil
+	})
 }

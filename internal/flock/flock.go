@@ -22,15 +22,34 @@ const pollInterval = 50 * time.Millisecond
 // called once when Lock has to wait. It returns when the lock is taken,
 // with the function that releases it, or when ctx ends, with ctx.Err().
 func Lock(ctx context.Context, path string, onWait func()) (unlock func(), err error) {
+	return lock(ctx, path, unix.LOCK_EX, onWait)
+}
+
+// LockShared is Lock for a shared lock: any number of holders at once,
+// none while an exclusive lock is held.
+func LockShared(ctx context.Context, path string) (unlock func(), err error) {
+	return lock(ctx, path, unix.LOCK_SH, nil)
+}
+
+func lock(ctx context.Context, path string, how int, onWait func()) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
 	for waited := false; ; waited = true {
-		ok, err := try(f)
+		ok, err := try(f, how)
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		if ok && !current(f, path) {
+			// Pruned (see Remove) between our open and our lock: the
+			// lock that counts is on the file now at path.
+			f.Close()
+			if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600); err != nil {
+				return nil, fmt.Errorf("locking %s: %w", path, err)
+			}
+			continue
 		}
 		if ok {
 			return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
@@ -53,15 +72,37 @@ func TryLock(path string) (unlock func(), ok bool) {
 	if err != nil {
 		return nil, false
 	}
-	if ok, _ := try(f); !ok {
+	if ok, _ := try(f, unix.LOCK_EX); !ok || !current(f, path) {
 		f.Close()
 		return nil, false
 	}
 	return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, true
 }
 
-func try(f *os.File) (bool, error) {
-	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+// Remove deletes the lock file at path if nobody holds it (a lock of
+// something that no longer exists), and reports whether it did. Lock and
+// TryLock notice a file removed under them and lock the new one, so
+// removing lock files this way never lets two holders in.
+func Remove(path string) bool {
+	unlock, ok := TryLock(path)
+	if !ok {
+		return false
+	}
+	defer unlock()
+	return os.Remove(path) == nil
+}
+
+// current reports whether the open lock file f is still the file at path.
+func current(f *os.File, path string) bool {
+	var a, b unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &a) != nil || unix.Stat(path, &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+func try(f *os.File, how int) (bool, error) {
+	err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 	switch {
 	case err == nil:
 		return true, nil

@@ -200,7 +200,7 @@ func TestPullUnpacksAndIsUpToDate(t *testing.T) {
 		t.Fatalf("digest pull offline: %+v %v", res, err)
 	}
 
-	if _, deleted, err := st.Remove(ctx, ref); err != nil || !deleted {
+	if _, deleted, err := st.Remove(ctx, ref, nil); err != nil || !deleted {
 		t.Fatalf("Remove: %v %v", deleted, err)
 	}
 	if _, err := os.Stat(rootfs); !errors.Is(err, os.ErrNotExist) {

@@ -254,11 +254,25 @@ func (s *Store) List() ([]Image, error) {
 }
 
 // Remove deletes the reference ref and, when no other reference names the
-// same image, the image itself (deleted is then true).
-func (s *Store) Remove(ctx context.Context, ref Reference) (img Image, deleted bool, err error) {
+// same image, the image itself (deleted is then true). inUse, if set, is
+// asked first, under the image's use lock (see Use): no container can start
+// from the image between its answer and the removal, so a non-nil answer
+// (containers run from it) refuses the removal race-free. While a start
+// holds the use lock, Remove fails with ErrStarting.
+func (s *Store) Remove(ctx context.Context, ref Reference, inUse func(Image) error) (img Image, deleted bool, err error) {
 	img, err = s.Lookup(ref)
 	if err != nil {
 		return Image{}, false, err
+	}
+	unuse, err := s.lockRemoval(img.Digest)
+	if err != nil {
+		return Image{}, false, fmt.Errorf("removing %s: %w", ref, err)
+	}
+	defer unuse()
+	if inUse != nil {
+		if err := inUse(img); err != nil {
+			return Image{}, false, err
+		}
 	}
 	unlock, err := s.lock(ctx, img.Digest)
 	if err != nil {
@@ -341,6 +355,39 @@ func (s *Store) CleanTemp() error {
 		unlock()
 		if err != nil {
 			return fmt.Errorf("cleaning %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// PruneLocks removes the lock files in locks/ that belong to nothing any
+// more: no image of that digest is stored, no tmp/ entry has it, and
+// nobody holds the lock (flock.Remove; a killed process holds none).
+func (s *Store) PruneLocks() error {
+	dir := filepath.Join(s.Root, "locks")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.ReadDir(filepath.Join(s.Root, "tmp"))
+	if err != nil {
+		return err
+	}
+	busy := map[string]bool{}
+	for _, e := range tmp {
+		h, _, _ := strings.Cut(e.Name(), ".")
+		busy[h] = true
+	}
+	for _, e := range entries {
+		h, kind, ok := strings.Cut(e.Name(), ".")
+		if !ok || len(h) != 64 || (kind != "lock" && kind != "use") || busy[h] {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(s.Root, "images", "sha256", h)); err == nil {
+			continue
+		}
+		if flock.Remove(filepath.Join(dir, e.Name())) {
+			s.Logger.Info("removed a lock of nothing", "path", filepath.Join(dir, e.Name()))
 		}
 	}
 	return nil

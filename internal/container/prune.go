@@ -1,0 +1,31 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/racker-postroj/racker/internal/nspawn"
+)
+
+// Prune removes what killed racker and postroj processes left behind, under
+// the locks that guard each: tmp/ entries of pulls, preparations and builds
+// whose lock nobody holds (image.Store.CleanTemp), lock files of images
+// that are gone (image.Store.PruneLocks), and containers whose processes
+// are gone or whose start was cut short, with what they left on the host
+// (nspawn.List, through nspawn's one check of a container's state). Every
+// racker and postroj command that touches the store or the container list
+// calls it first; it is also safe to call at any time from any number of
+// processes.
+func (r *Runtime) Prune() error {
+	var errs []error
+	if err := r.Store.CleanTemp(); err != nil {
+		errs = append(errs, fmt.Errorf("pruning tmp: %w", err))
+	}
+	if err := r.Store.PruneLocks(); err != nil {
+		errs = append(errs, fmt.Errorf("pruning locks: %w", err))
+	}
+	if _, err := nspawn.List(r.stateDir()); err != nil {
+		errs = append(errs, fmt.Errorf("pruning containers: %w", err))
+	}
+	return errors.Join(errs...)
+}

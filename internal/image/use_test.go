@@ -1,0 +1,84 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/racker-postroj/racker/internal/flock"
+)
+
+// A start that holds Use keeps rmi away; one that comes after rmi is told
+// the image was removed, never handed a half-deleted tree.
+func TestUseAndRemoveCannotRace(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "x/y:1", testImage(t, "amd64", tarLayer(t, "etc/", "", "etc/hostname", "box\n")))
+	st := newStore(t)
+	ctx := context.Background()
+	ref := MustParseReference(reg.host() + "/x/y:1")
+	res, err := st.Pull(ctx, ref, PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := st.Use(ctx, res.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Remove(ctx, ref, nil); !errors.Is(err, ErrStarting) {
+		t.Fatalf("Remove during a start: %v, want ErrStarting", err)
+	}
+	release()
+	release() // idempotent
+	asked := false
+	refuse := errors.New("in use by c1")
+	if _, _, err := st.Remove(ctx, ref, func(Image) error { asked = true; return refuse }); !errors.Is(err, refuse) || !asked {
+		t.Fatalf("Remove with a refusing check: %v", err)
+	}
+	if _, deleted, err := st.Remove(ctx, ref, nil); err != nil || !deleted {
+		t.Fatalf("Remove: deleted %v, %v", deleted, err)
+	}
+	if _, err := st.Use(ctx, res.Image); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("Use after Remove: %v, want ErrRemoved", err)
+	}
+}
+
+func TestPruneLocks(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "x/y:1", testImage(t, "amd64", tarLayer(t, "etc/", "")))
+	st := newStore(t)
+	res, err := st.Pull(context.Background(), MustParseReference(reg.host()+"/x/y:1"), PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := digestHex(res.Image.Digest)
+	locks := filepath.Join(st.Root, "locks")
+	gone := strings.Repeat("a", 64)
+	held := strings.Repeat("b", 64)
+	building := strings.Repeat("c", 64)
+	for _, n := range []string{gone + ".lock", gone + ".use", held + ".lock", building + ".lock", "README"} {
+		os.WriteFile(filepath.Join(locks, n), nil, 0o600)
+	}
+	os.Mkdir(filepath.Join(st.Root, "tmp", building+".build-1"), 0o700)
+	unlock, ok := flock.TryLock(filepath.Join(locks, held+".lock"))
+	if !ok {
+		t.Fatal("locking")
+	}
+	defer unlock()
+	if err := st.PruneLocks(); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	es, _ := os.ReadDir(locks)
+	for _, e := range es {
+		left = append(left, e.Name())
+	}
+	want := []string{h + ".lock", "README", held + ".lock", building + ".lock"}
+	sort.Strings(want)
+	if strings.Join(left, " ") != strings.Join(want, " ") {
+		t.Errorf("locks left %v, want %v", left, want)
+	}
+}
