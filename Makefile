@@ -6,7 +6,7 @@ GO ?= go
 DEPS := ca-certificates docker-registry gpg make mmdebstrap mount pigz rpm systemd-container tar
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build test deps demo bench
+.PHONY: all build test deps demo bench soak
 
 all: build
 
@@ -64,3 +64,9 @@ BENCH_JSON ?= bin/bench.json
 bench: deps build
 	@$(MAKE) --no-print-directory deps DEPS='$(BENCH_DEPS)'
 	$(GO) run ./tools/bench -racker bin/racker -postroj bin/postroj -n $(BENCH_N) -cases '$(BENCH_CASES)' -json $(BENCH_JSON)
+
+# The soak (testdata/soak): 100 racker run --rm and 20 postroj pkgprobe in a
+# row leave the store's state directory, mounts and processes as before; the
+# time per run at the start and at the end is printed.
+soak: deps
+	RACKER_E2E=1 RACKER_SOAK=1 $(GO) test -count=1 -timeout 60m -v -run 'TestSoak' ./internal/scripttest

@@ -155,9 +155,14 @@ func TestAbandoned(t *testing.T) {
 		t.Error("owner running: abandoned")
 	}
 	running := *dead
-	running.Status = statusRunning
+	running.Status, running.Detached = statusRunning, true
 	if running.abandoned() {
 		t.Error("running detached container whose starter exited: abandoned")
+	}
+	attached := running
+	attached.Detached = false
+	if !attached.abandoned() {
+		t.Error("running container (not detached) whose racker is gone: not abandoned")
 	}
 	unstarted := *dead
 	unstarted.NspawnPID = 0

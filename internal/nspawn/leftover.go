@@ -6,13 +6,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// abandoned reports whether r is a container whose start was cut short:
-// the process that claimed the name died (kill -9) before the container was
-// ready, while its nspawn, a service of its own on a systemd host or a
-// process in its own session when detached, still runs. Nobody was told
-// its name, so nobody will stop it.
+// abandoned reports whether r is a container whose owner is gone while
+// its nspawn, a service of its own on a systemd host or a process in its
+// own session when detached, still runs: the process that claimed the name
+// died (kill -9) before the container was ready (nobody was told its name,
+// so nobody will stop it), or it died at all and the container was not
+// detached (it lives only as long as its owner; nspawn may still be on its
+// way down after the owner's death signal).
 func (r *record) abandoned() bool {
-	return r.Status == statusStarting && r.NspawnPID != 0 && !alive(r.OwnerPID, r.OwnerStart)
+	return (r.Status == statusStarting || !r.Detached) && r.NspawnPID != 0 && !alive(r.OwnerPID, r.OwnerStart)
 }
 
 // killLeftovers ends what is left of a container that is no longer

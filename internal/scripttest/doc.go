@@ -34,7 +34,7 @@
 //	files_test.go     lstree, emptydir, waitsize, nomounts, waitfor
 //	procs_test.go     exitcode, noprocs, signal, signaled
 //	probe_test.go     curatedstore, debimage, serve, waitrunning, nooverlap
-//	faults_test.go    faultproxy
+//	faults_test.go    faultproxy, nocgroups
 //
 // Layer specs for mkimage are described by testregistry.SpecDoc. Programs
 // besides racker and postroj: pty (see ptyMain in pty_test.go), to run a

@@ -2,8 +2,14 @@ package scripttest
 
 import (
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
@@ -13,6 +19,7 @@ import (
 // faultCmds are the commands for scripts about download faults.
 var faultCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
 	"faultproxy": cmdFaultproxy,
+	"nocgroups":  cmdNocgroups,
 }
 
 // faultProxies are the running proxies, by script and variable name.
@@ -90,4 +97,72 @@ func cmdFaultproxy(ts *testscript.TestScript, neg bool, args []string) {
 		p.Close()
 	})
 	ts.Setenv(args[0], p.Addr())
+}
+
+// nocgroups WORD
+//
+// Passes if no control group under /sys/fs/cgroup (any hierarchy, six
+// levels deep) has WORD in its name, e.g. a container's name after it is
+// gone; lists those that do. Without /sys/fs/cgroup it fails.
+func cmdNocgroups(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 || args[0] == "" {
+		ts.Fatalf("usage: nocgroups WORD")
+	}
+	const root = "/sys/fs/cgroup"
+	if _, err := os.Stat(root); err != nil {
+		ts.Fatalf("nocgroups: %v", err)
+	}
+	var found []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if strings.Count(strings.TrimPrefix(p, root), "/") > 6 {
+			return fs.SkipDir
+		}
+		if strings.Contains(d.Name(), args[0]) {
+			found = append(found, p)
+			return fs.SkipDir
+		}
+		return nil
+	})
+	if len(found) > 0 {
+		ts.Fatalf("control groups named after %q:\n%s", args[0], strings.Join(found, "\n"))
+	}
+}
+
+// soak N PROG [ARG...]
+//
+// Runs PROG N times in a row, as exec would, failing at the first run that
+// fails, and prints the time per run at the start and at the end (medians
+// of the first and the last tenth, at least one run each) to stdout:
+// "soak: 100 runs of racker: first 10 0.412s, last 10 0.405s, median
+// 0.409s". Only for the opt-in soak (see TestSoak): speed is measured in
+// make bench, so the figures are recorded, not judged.
+func cmdSoak(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: soak N PROG [ARG...]")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		ts.Fatalf("soak: bad count %q", args[0])
+	}
+	took := make([]time.Duration, n)
+	for i := range n {
+		t0 := time.Now()
+		if err := ts.Exec(args[1], args[2:]...); err != nil {
+			ts.Fatalf("soak: run %d of %d: %v", i+1, n, err)
+		}
+		took[i] = time.Since(t0)
+	}
+	k := max(n/10, 1)
+	median := func(d []time.Duration) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	line := fmt.Sprintf("soak: %d runs of %s: first %d %.3fs, last %d %.3fs, median %.3fs", n, args[1],
+		k, median(took[:k]).Seconds(), k, median(took[n-k:]).Seconds(), median(took).Seconds())
+	ts.Logf("%s", line)
+	fmt.Fprintln(ts.Stdout(), line)
 }

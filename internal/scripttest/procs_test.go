@@ -45,16 +45,29 @@ func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// noprocs PATTERN
+// noprocs [-wait DUR] PATTERN
 //
 // Passes if no process's command line (its arguments joined by blanks)
-// matches the regular expression PATTERN, looking once; `! noprocs PATTERN`
-// passes once one does (waiting up to 10s for a process being started).
-// Zombies and this test process are not looked at. Lists the matches, e.g.
-// `noprocs 'systemd-nspawn .*--machine=web1( |$)'`.
+// matches the regular expression PATTERN, looking once (with -wait: until
+// none does, for up to DUR, for processes on their way out); `! noprocs
+// PATTERN` passes once one does (waiting up to 10s, or -wait DUR, for a
+// process being started). Zombies and this test process are not looked at. Lists the
+// matches, e.g. `noprocs 'systemd-nspawn .*--machine=web1( |$)'`.
 func cmdNoprocs(ts *testscript.TestScript, neg bool, args []string) {
+	var wait time.Duration
+	appear := 10 * time.Second
+	if len(args) == 3 && args[0] == "-wait" {
+		d, err := time.ParseDuration(args[1])
+		if err != nil {
+			ts.Fatalf("noprocs: -wait: %v", err)
+		}
+		wait, args = d, args[2:]
+		if neg {
+			appear, wait = wait, 0
+		}
+	}
 	if len(args) != 1 {
-		ts.Fatalf("usage: noprocs PATTERN")
+		ts.Fatalf("usage: noprocs [-wait DUR] PATTERN")
 	}
 	re, err := regexp.Compile(args[0])
 	if err != nil {
@@ -67,13 +80,17 @@ func cmdNoprocs(ts *testscript.TestScript, neg bool, args []string) {
 				found = append(found, fmt.Sprintf("pid %d: %s", p.pid, line))
 			}
 		}
-		if !neg || len(found) > 0 || time.Since(start) > 10*time.Second {
+		if !neg && len(found) > 0 && time.Since(start) < wait {
+			found = nil
+			continue
+		}
+		if !neg || len(found) > 0 || time.Since(start) > appear {
 			break
 		}
 	}
 	switch {
 	case neg && len(found) == 0:
-		ts.Fatalf("no process matches %q after 10s", args[0])
+		ts.Fatalf("no process matches %q after %s", args[0], appear)
 	case !neg && len(found) > 0:
 		ts.Fatalf("processes match %q:\n%s", args[0], strings.Join(found, "\n"))
 	}

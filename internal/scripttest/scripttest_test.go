@@ -50,8 +50,22 @@ func (c closeAfter) Run() int {
 var e2e = testenv.E2E()
 
 func TestScripts(t *testing.T) {
+	runScripts(t, scriptDir)
+}
+
+// TestSoak runs the scripts of testdata/soak (the soak: many containers in
+// a row leave nothing behind) when RACKER_SOAK=1 asks for it; they take
+// minutes.
+func TestSoak(t *testing.T) {
+	if os.Getenv("RACKER_SOAK") != "1" {
+		t.Skip("opt-in: RACKER_SOAK=1 runs the soak")
+	}
+	runScripts(t, filepath.Join(filepath.Dir(scriptDir), "soak"))
+}
+
+func runScripts(t *testing.T, dir string) {
 	p := testscript.Params{
-		Dir:                 scriptDir,
+		Dir:                 dir,
 		RequireExplicitExec: true,
 		RequireUniqueNames:  true,
 		UpdateScripts:       testenv.UpdateScripts(),
@@ -78,6 +92,9 @@ func TestScripts(t *testing.T) {
 	}
 	maps.Copy(p.Cmds, probeCmds) // probe_test.go
 	maps.Copy(p.Cmds, faultCmds) // faults_test.go
+	if filepath.Base(dir) == "soak" {
+		p.Cmds["soak"] = cmdSoak
+	}
 	if !e2e {
 		testscript.Run(t, p)
 		return
