@@ -38,7 +38,7 @@ func openStore(c *cli.Context) (*image.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := (&container.Runtime{Store: st, Logger: logger(c)}).Prune(); err != nil {
+	if err := (&container.Runtime{Store: st, Logger: logger(c)}).Prune(c.Context); err != nil {
 		logger(c).Warn("pruning leftovers", "err", err)
 	}
 	return st, nil

@@ -1,10 +1,9 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
-
-	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
 // Prune removes what killed racker and postroj processes left behind, under
@@ -12,11 +11,11 @@ import (
 // whose lock nobody holds (image.Store.CleanTemp), lock files of images
 // that are gone (image.Store.PruneLocks), and containers whose processes
 // are gone or whose start was cut short, with what they left on the host
-// (nspawn.List, through nspawn's one check of a container's state). Every
+// (List, through nspawn's one check of a container's state). Every
 // racker and postroj command that touches the store or the container list
 // calls it first; it is also safe to call at any time from any number of
 // processes.
-func (r *Runtime) Prune() error {
+func (r *Runtime) Prune(ctx context.Context) error {
 	var errs []error
 	if err := r.Store.CleanTemp(); err != nil {
 		errs = append(errs, fmt.Errorf("pruning tmp: %w", err))
@@ -24,7 +23,7 @@ func (r *Runtime) Prune() error {
 	if err := r.Store.PruneLocks(); err != nil {
 		errs = append(errs, fmt.Errorf("pruning locks: %w", err))
 	}
-	if _, err := nspawn.List(r.stateDir()); err != nil {
+	if _, err := r.List(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("pruning containers: %w", err))
 	}
 	return errors.Join(errs...)
