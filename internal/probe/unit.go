@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Executor runs commands in a booted container; *nspawn.Machine is one.
+// Executor runs commands in a booted container; *container.Container is one.
 type Executor interface {
 	Exec(ctx context.Context, p nspawn.Process) (int, error)
 }
