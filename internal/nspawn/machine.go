@@ -233,16 +233,20 @@ func (m *Machine) boot(ctx context.Context) error {
 	m.log.Debug("container ready", "leader", leader, "elapsed", time.Since(start))
 	m.rec.LeaderPID = leader
 	m.rec.LeaderStart, _ = startTime(leader)
-	m.rec.Status = statusRunning
 	if m.leader, err = openProc(leader, m.rec.LeaderStart); err != nil {
 		return fmt.Errorf("container init (pid %d): %w", leader, err)
 	}
-	if err := m.state.write(m.rec); err != nil {
+	if err := m.state.write(m.rec); err != nil { // still starting, with its init
 		return err
 	}
 	err = m.connect(ctx)
 	m.log.Debug("connected", "executor", m.executor, "elapsed", time.Since(start))
-	return err
+	if err != nil {
+		return err
+	}
+	// Running, for racker ps and exec, once commands can be run in it.
+	m.rec.Status = statusRunning
+	return m.state.write(m.rec)
 }
 
 // environWithout returns the process environment without the given keys.
