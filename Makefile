@@ -14,6 +14,7 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/racker ./cmd/racker
 	CGO_ENABLED=0 $(GO) build -o bin/postroj ./cmd/postroj
+	ln -sf postroj bin/autopkgtest-virt-racker
 
 # Installs only what is missing, so it is cheap and offline when all is there.
 deps:

@@ -13,9 +13,9 @@ import (
 	"strings"
 )
 
-// Runner runs argv on the testbed as root with the given standard input
-// and output (nil: none) and returns its exit status.
-type Runner func(ctx context.Context, argv []string, stdin io.Reader, stdout io.Writer) (int, error)
+// Runner runs argv on the testbed as root with the given standard streams
+// (nil: none) and returns its exit status.
+type Runner func(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error)
 
 // Copier copies files between the host and a testbed through tar streams
 // over a Runner, the way autopkgtest's own servers do without a shared
@@ -102,7 +102,8 @@ func (c Copier) CopyUp(ctx context.Context, tb, host string, dir bool) error {
 }
 
 func (c Copier) run(ctx context.Context, argv []string, stdin io.Reader, stdout io.Writer) error {
-	code, err := c.Run(ctx, argv, stdin, stdout)
+	var stderr strings.Builder
+	code, err := c.Run(ctx, argv, stdin, stdout, &limitedWriter{w: &stderr, n: 2048})
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -110,9 +111,28 @@ func (c Copier) run(ctx context.Context, argv []string, stdin io.Reader, stdout 
 		return &CopyError{err}
 	}
 	if code != 0 {
-		return &CopyError{fmt.Errorf("the copy on the testbed exited with status %d", code)}
+		msg := fmt.Sprintf("the copy on the testbed exited with status %d", code)
+		if s := oneLine(stderr.String()); s != "" {
+			msg += ": " + s
+		}
+		return &CopyError{errors.New(msg)}
 	}
 	return nil
+}
+
+// limitedWriter keeps the first n bytes written to it and discards the rest.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
 }
 
 // writeTar writes the tree under dir as a tar stream: directories, regular

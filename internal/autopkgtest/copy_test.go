@@ -115,9 +115,9 @@ func TestExtractModes(t *testing.T) {
 
 // localRunner runs the testbed side of a copy on this machine, standing in
 // for a container: the tar commands are the ones the testbed runs.
-func localRunner(ctx context.Context, argv []string, stdin io.Reader, stdout io.Writer) (int, error) {
+func localRunner(ctx context.Context, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, os.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode(), nil
@@ -178,7 +178,7 @@ func TestCopyRoundTrip(t *testing.T) {
 
 	// A source that does not exist on the testbed is a copy failure.
 	err := c.CopyUp(ctx, filepath.Join(t.TempDir(), "missing")+"/", back+"/", true)
-	if _, ok := err.(*CopyError); !ok {
-		t.Errorf("copyup of a missing directory: %v, want a *CopyError", err)
+	if _, ok := err.(*CopyError); !ok || !strings.Contains(err.Error(), "can't cd") {
+		t.Errorf("copyup of a missing directory: %v, want a *CopyError with the shell's message", err)
 	}
 }

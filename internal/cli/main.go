@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -28,8 +29,14 @@ func RackerMain() int {
 	return run(rackerApp(), os.Args, "racker", ExitFailure)
 }
 
-// PostrojMain runs the postroj command line with os.Args and returns the exit code.
+// PostrojMain runs the postroj command line with os.Args and returns the
+// exit code. Started as autopkgtest-virt-racker (a link to postroj) it is
+// autopkgtest's virtualisation server instead, as busybox dispatches on
+// its name: the toolkit stays two binaries.
 func PostrojMain() int {
+	if filepath.Base(os.Args[0]) == VirtServerName {
+		return virtServerMain()
+	}
 	return run(postrojApp(), os.Args, "postroj", 3)
 }
 
