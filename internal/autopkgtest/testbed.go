@@ -20,6 +20,20 @@ import (
 // must not run as root (advertised as suggested-normal-user=).
 const NormalUser = "autopkgtest"
 
+// MaskedUnits are the units masked on a testbed's boot: those a throw-away
+// container does without (nspawn.DefaultMaskedUnits), except
+// systemd-logind, which autopkgtest's specification says container testbeds
+// usually provide for tests that need a login session.
+func MaskedUnits() []string {
+	var out []string
+	for _, u := range nspawn.DefaultMaskedUnits() {
+		if u != "systemd-logind.service" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 // Image is a bootable root filesystem and the reference it came from.
 type Image struct {
 	Reference string

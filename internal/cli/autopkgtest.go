@@ -89,7 +89,7 @@ func virtServer(c *cli.Context) error {
 		Runtime: rt,
 		Acquire: acquire,
 		Start: container.StartOptions{
-			MaskUnits:   nspawn.DefaultMaskedUnits(),
+			MaskUnits:   autopkgtest.MaskedUnits(),
 			BootTimeout: c.Duration("boot-timeout"),
 		},
 		ExecPrefix: append(prefix, "--exec"),

@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 		"racker":  func() { os.Exit(cli.RackerMain()) },
 		"postroj": func() { os.Exit(cli.PostrojMain()) },
 		"pty":     func() { os.Exit(ptyMain(os.Args[1:])) },
+		// autopkgtest finds its virtualisation server on PATH by this name;
+		// postroj answers to it (a link to postroj once installed).
+		cli.VirtServerName: func() { os.Exit(cli.PostrojMain()) },
 	})
 }
 
@@ -90,8 +93,9 @@ func runScripts(t *testing.T, dir string) {
 			"signaled":   cmdSignaled,
 		},
 	}
-	maps.Copy(p.Cmds, probeCmds) // probe_test.go
-	maps.Copy(p.Cmds, faultCmds) // faults_test.go
+	maps.Copy(p.Cmds, probeCmds)     // probe_test.go
+	maps.Copy(p.Cmds, faultCmds)     // faults_test.go
+	maps.Copy(p.Cmds, debsourceCmds) // debsource_test.go
 	if filepath.Base(dir) == "soak" {
 		p.Cmds["soak"] = cmdSoak
 	}
@@ -126,10 +130,11 @@ var prerequisites = map[string]struct {
 	have func() bool
 	hint string
 }{
-	"root":       {func() bool { return os.Geteuid() == 0 }, "run the tests as root"},
-	"nspawn":     {func() bool { return onPath("systemd-nspawn") }, "apt-get install systemd-container"},
-	"registry":   {func() bool { return onPath("docker-registry") }, "apt-get install docker-registry"},
-	"mmdebstrap": {func() bool { return onPath("mmdebstrap") }, "apt-get install mmdebstrap"},
+	"root":        {func() bool { return os.Geteuid() == 0 }, "run the tests as root"},
+	"nspawn":      {func() bool { return onPath("systemd-nspawn") }, "apt-get install systemd-container"},
+	"registry":    {func() bool { return onPath("docker-registry") }, "apt-get install docker-registry"},
+	"mmdebstrap":  {func() bool { return onPath("mmdebstrap") }, "apt-get install mmdebstrap"},
+	"autopkgtest": {func() bool { return onPath("autopkgtest") }, "apt-get install autopkgtest"},
 }
 
 func onPath(name string) bool {
@@ -137,13 +142,13 @@ func onPath(name string) bool {
 	return err == nil
 }
 
-// condition evaluates [root], [nspawn], [registry] and [mmdebstrap]. An
+// condition evaluates [root], [nspawn], [registry], [mmdebstrap] and [autopkgtest]. An
 // unknown name is an error, not false. Under RACKER_E2E=1 a prerequisite
 // that does not hold is an error too, so `[!root] skip` fails instead.
 func condition(cond string) (bool, error) {
 	p, ok := prerequisites[cond]
 	if !ok {
-		return false, fmt.Errorf("unknown condition %q (known: root, nspawn, registry, mmdebstrap, and testscript's own)", cond)
+		return false, fmt.Errorf("unknown condition %q (known: root, nspawn, registry, mmdebstrap, autopkgtest, and testscript's own)", cond)
 	}
 	if p.have() {
 		return true, nil
