@@ -38,6 +38,9 @@ func virtServerMain() int {
 		Flags: append(globalFlags(),
 			&cli.DurationFlag{Name: "boot-timeout", Value: nspawn.DefaultBootTimeout, Usage: "how long a boot may take"},
 			&cli.StringFlag{Name: "source", Value: container.SourceAuto, Usage: "for catalogue names: auto, registry or mirror"},
+			&cli.StringFlag{Name: "network", Value: string(container.NetworkPrivate), Usage: "the testbed's network: `MODE` private (own loopback, egress through the proxy), host or none"},
+			&cli.GenericFlag{Name: "allow-host", Value: &stringList{}, Usage: "let the proxy through to `HOST[:PORT]` too (repeatable; *.DOMAIN; '*' for every host)"},
+			stallFlag(),
 			&cli.StringFlag{Name: "exec", Usage: "run `NAME`'s command given after -- (the execute command)", Hidden: true},
 		),
 		Action: virtServer,
@@ -65,6 +68,17 @@ func virtServer(c *cli.Context) error {
 	default:
 		return usagef("unexpected --source %q (valid: auto, registry, mirror)", source)
 	}
+	mode, err := container.ParseNetworkMode(c.String("network"))
+	if err != nil {
+		return usageError{err}
+	}
+	network := container.Network{Mode: mode}
+	if network.Allow, err = allowRules(c); err != nil {
+		return err
+	}
+	if mode == container.NetworkPrivate {
+		network.Cache = packageCache(c)
+	}
 	self, err := selfPath()
 	if err != nil {
 		return err
@@ -91,6 +105,7 @@ func virtServer(c *cli.Context) error {
 		Start: container.StartOptions{
 			MaskUnits:   autopkgtest.MaskedUnits(),
 			BootTimeout: c.Duration("boot-timeout"),
+			Isolation:   container.Isolation{Network: network},
 		},
 		ExecPrefix: append(prefix, "--exec"),
 		Logger:     logger(c),
@@ -149,7 +164,11 @@ func testbedImage(c *cli.Context, rt *container.Runtime, name, source string) (f
 	if err != nil {
 		return nil, err
 	}
-	acq := container.AcquireOptions{Source: source, PullOpts: image.PullOptions{Mirrors: mirrors}}
+	retry, err := retryPolicy(c)
+	if err != nil {
+		return nil, err
+	}
+	acq := container.AcquireOptions{Source: source, PullOpts: image.PullOptions{Mirrors: mirrors, Retry: retry}}
 	if c.Bool("verbose") {
 		acq.PrepareOutput, acq.BuildOutput = c.App.ErrWriter, c.App.ErrWriter
 	}
