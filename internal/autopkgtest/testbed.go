@@ -34,10 +34,13 @@ func MaskedUnits() []string {
 	return out
 }
 
-// Image is a bootable root filesystem and the reference it came from.
+// Image is a bootable root filesystem, the reference it came from and how
+// commands enter a container of it (nspawn.ExecAuto unless the catalogue
+// says otherwise).
 type Image struct {
 	Reference string
 	RootFS    string
+	Executor  nspawn.Executor
 }
 
 // Racker is a Testbed made of booted racker containers: Open boots the image
@@ -110,7 +113,7 @@ func (r *Racker) Open(ctx context.Context) (string, error) {
 func (r *Racker) boot(ctx context.Context) error {
 	t0 := time.Now()
 	opts := r.Start
-	opts.RootFS, opts.Image = r.img.RootFS, r.img.Reference
+	opts.RootFS, opts.Image, opts.Executor = r.img.RootFS, r.img.Reference, r.img.Executor
 	opts.Name = container.DefaultName("autopkgtest-", r.img.Reference)
 	c, err := r.Runtime.Start(ctx, opts)
 	if err != nil {

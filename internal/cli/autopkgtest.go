@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/racker-postroj/racker/internal/acquire"
 	"github.com/racker-postroj/racker/internal/autopkgtest"
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
@@ -37,7 +37,7 @@ func virtServerMain() int {
 			"command it hands to autopkgtest (exit status: the command's, 255 if racker failed).",
 		Flags: append(globalFlags(),
 			&cli.DurationFlag{Name: "boot-timeout", Value: nspawn.DefaultBootTimeout, Usage: "how long a boot may take"},
-			&cli.StringFlag{Name: "source", Value: container.SourceAuto, Usage: "for catalogue names: auto, registry or mirror"},
+			&cli.StringFlag{Name: "source", Value: acquire.SourceAuto, Usage: "for catalogue names: auto, registry or mirror"},
 			&cli.StringFlag{Name: "network", Value: string(container.NetworkPrivate), Usage: "the testbed's network: `MODE` private (own loopback, egress through the proxy), host or none"},
 			&cli.GenericFlag{Name: "allow-host", Value: &stringList{}, Usage: "let the proxy through to `HOST[:PORT]` too (repeatable; *.DOMAIN; '*' for every host)"},
 			stallFlag(),
@@ -63,10 +63,8 @@ func virtServer(c *cli.Context) error {
 		return usagef("--boot-timeout must be positive, not %s", c.Duration("boot-timeout"))
 	}
 	source := c.String("source")
-	switch source {
-	case container.SourceAuto, container.SourceRegistry, container.SourceMirror:
-	default:
-		return usagef("unexpected --source %q (valid: auto, registry, mirror)", source)
+	if err := acquire.CheckSource(source); err != nil {
+		return postrojError(err)
 	}
 	mode, err := container.ParseNetworkMode(c.String("network"))
 	if err != nil {
@@ -153,8 +151,8 @@ func selfPath() (string, error) {
 	return filepath.Abs(p)
 }
 
-// testbedImage resolves IMAGE as pkgprobe's --image does: a catalogue name
-// or alias, or, when it has a '/', ':' or '@', an image reference.
+// testbedImage resolves IMAGE as pkgprobe's --image is resolved
+// (acquire.Resolve): a catalogue name or alias, or an image reference.
 func testbedImage(c *cli.Context, rt *container.Runtime, name, source string) (func(context.Context) (autopkgtest.Image, error), error) {
 	mirrors, err := mirrors()
 	if err != nil {
@@ -168,31 +166,17 @@ func testbedImage(c *cli.Context, rt *container.Runtime, name, source string) (f
 	if err != nil {
 		return nil, err
 	}
-	acq := container.AcquireOptions{Source: source, PullOpts: image.PullOptions{Mirrors: mirrors, Retry: retry}}
-	if c.Bool("verbose") {
-		acq.PrepareOutput, acq.BuildOutput = c.App.ErrWriter, c.App.ErrWriter
-	}
-	acq.Notify = func(msg string) { fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", name, msg) }
-	entry, err := cat.Lookup(name)
-	switch {
-	case err == nil:
-		return func(ctx context.Context) (autopkgtest.Image, error) {
-			img, rootfs, err := container.Acquire(ctx, rt, entry, acq)
-			return autopkgtest.Image{Reference: img.Reference, RootFS: rootfs}, err
-		}, nil
-	case !errors.Is(err, curated.ErrUnknown) || !strings.ContainsAny(name, "/:@"):
-		return nil, usageError{err}
-	}
-	ref, err := image.ParseReference(name)
+	t, err := acquire.Resolve(cat, name)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("%q is neither a catalogue name nor an image reference: %w", name, err)}
+		return nil, postrojError(err)
 	}
+	opts := acquire.Options{Source: source, PullOpts: image.PullOptions{Mirrors: mirrors, Retry: retry}}
+	if c.Bool("verbose") {
+		opts.PrepareOutput, opts.BuildOutput = c.App.ErrWriter, c.App.ErrWriter
+	}
+	opts.Notify = func(msg string) { fmt.Fprintf(c.App.ErrWriter, "%s: %s\n", t.Name, msg) }
 	return func(ctx context.Context) (autopkgtest.Image, error) {
-		img, err := rt.Image(ctx, ref.String(), container.PullMissing, acq.PullOpts)
-		if err != nil {
-			return autopkgtest.Image{}, err
-		}
-		rootfs, err := rt.Bootable(ctx, img, acq.PrepareOutput)
-		return autopkgtest.Image{Reference: img.Reference, RootFS: rootfs}, err
+		img, err := t.Get(ctx, rt, opts)
+		return autopkgtest.Image{Reference: img.Image.Reference, RootFS: img.RootFS, Executor: img.Executor}, err
 	}, nil
 }
