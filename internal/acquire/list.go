@@ -29,13 +29,21 @@ type Listed struct {
 	Prepared        bool   `json:"prepared"` // has a root filesystem that boots
 }
 
+// Validate returns a UsageError for an unknown format, so that callers can
+// refuse it before opening the store.
+func (o ListOptions) Validate() error {
+	switch o.Format {
+	case "", "table", "json":
+		return nil
+	}
+	return &UsageError{fmt.Errorf("unexpected --format %q (valid: table, json)", o.Format)}
+}
+
 // List writes the catalogue with what st holds of each entry: a table, or
 // JSON (every field of Listed). An unknown format is a UsageError.
 func List(st *image.Store, cat *curated.Catalogue, opts ListOptions) error {
-	switch opts.Format {
-	case "", "table", "json":
-	default:
-		return &UsageError{fmt.Errorf("unexpected --format %q (valid: table, json)", opts.Format)}
+	if err := opts.Validate(); err != nil {
+		return err
 	}
 	rows := make([]Listed, 0, len(cat.Entries()))
 	for _, e := range cat.Entries() {

@@ -4,7 +4,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/racker-postroj/racker/internal/acquire"
-	"github.com/racker-postroj/racker/internal/curated"
 )
 
 func listImagesCommand() *cli.Command {
@@ -19,18 +18,14 @@ func listImagesCommand() *cli.Command {
 			&cli.StringFlag{Name: "format", Value: "table", Usage: "output `FORMAT`: table or json"},
 		},
 		Action: func(c *cli.Context) error {
+			opts := acquire.ListOptions{Format: c.String("format"), Stdout: c.App.Writer}
+			if err := opts.Validate(); err != nil {
+				return postrojError(err)
+			}
 			if c.NArg() != 0 {
 				return usagef("list-images takes no arguments")
 			}
-			opts := acquire.ListOptions{Format: c.String("format"), Stdout: c.App.Writer}
-			if opts.Format != "table" && opts.Format != "json" {
-				return usagef("unexpected --format %q (valid: table, json)", opts.Format)
-			}
-			cat, err := curated.Load()
-			if err != nil {
-				return err
-			}
-			st, err := openStore(c)
+			cat, st, err := catalogueStore(c)
 			if err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/racker-postroj/racker/internal/acquire"
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/image"
 )
 
 func postrojPullCommand() *cli.Command {
@@ -45,16 +46,25 @@ func postrojPull(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cat, err := curated.Load()
-	if err != nil {
-		return err
-	}
-	st, err := openStore(c)
+	cat, st, err := catalogueStore(c)
 	if err != nil {
 		return err
 	}
 	rt := &container.Runtime{Store: st, Logger: logger(c)}
 	return postrojError(acquire.Pull(c.Context, rt, cat, opts))
+}
+
+// catalogueStore loads the catalogue and opens the image store.
+func catalogueStore(c *cli.Context) (*curated.Catalogue, *image.Store, error) {
+	cat, err := curated.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := openStore(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cat, st, nil
 }
 
 // pullOptions turns postroj pull's flags and arguments into the options of

@@ -10,30 +10,8 @@ import (
 	"testing"
 
 	"github.com/racker-postroj/racker/internal/rootfs"
+	"github.com/racker-postroj/racker/internal/testtree"
 )
-
-// mkTree makes files (and "name -> target" symlinks) under a new root.
-func mkTree(t *testing.T, entries ...string) string {
-	t.Helper()
-	root := t.TempDir()
-	for _, e := range entries {
-		name, target, link := strings.Cut(e, " -> ")
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		if link {
-			err = os.Symlink(target, p)
-		} else {
-			err = os.WriteFile(p, []byte("x"), 0o755)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
 
 func TestMissing(t *testing.T) {
 	tests := []struct {
@@ -54,7 +32,7 @@ func TestMissing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Missing(mkTree(t, tt.entries...))
+			got, err := Missing(testtree.Make(t, tt.entries...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +69,7 @@ func TestDetect(t *testing.T) {
 		{[]string{"bin -> usr/bin", "usr/bin/apt-get", "usr/bin/dnf"}, "apt-get dnf", []string{"systemd", "systemd-sysv", "dbus"}},
 	}
 	for _, tt := range tests {
-		have, err := Detect(mkTree(t, tt.entries...))
+		have, err := Detect(testtree.Make(t, tt.entries...))
 		if err != nil || names(have) != tt.want {
 			t.Errorf("%v: got %q, %v; want %q", tt.entries, names(have), err, tt.want)
 			continue
@@ -111,7 +89,7 @@ func TestDetect(t *testing.T) {
 		{[]string{"usr/bin/apt-get -> /usr/bin/apt-get"}, "no supported package manager (apt-get,"},
 		{[]string{"usr/bin/apt-get -> ../../../../../usr/bin/apt-get"}, "no supported package manager (apt-get,"},
 	} {
-		have, err := Detect(mkTree(t, tt.entries...))
+		have, err := Detect(testtree.Make(t, tt.entries...))
 		if !errors.Is(err, ErrNoManager) || !strings.HasPrefix(err.Error(), tt.want) || have != nil {
 			t.Errorf("%v: Detect = %q, %v; want an error saying %q", tt.entries, names(have), err, tt.want)
 		}

@@ -11,31 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/racker-postroj/racker/internal/testtree"
+
 	"github.com/racker-postroj/racker/internal/distro"
 )
-
-// mkTree makes files (and "name -> target" symlinks) under a new root.
-func mkTree(t *testing.T, entries ...string) string {
-	t.Helper()
-	root := t.TempDir()
-	for _, e := range entries {
-		name, target, link := strings.Cut(e, " -> ")
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		if link {
-			err = os.Symlink(target, p)
-		} else {
-			err = os.WriteFile(p, []byte("x"), 0o755)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
 
 // Trees without a package manager to install systemd with cannot be
 // prepared; distro.Detect's own tests cover detection.
@@ -52,7 +31,7 @@ func TestPrepareNotBootable(t *testing.T) {
 		{[]string{"sbin/apk"}, "image cannot be booted: no supported package manager: Alpine has no systemd"},
 		{[]string{"bin/sh"}, "image cannot be booted: no supported package manager (apt-get, dnf, yum, microdnf, zypper, pacman)"},
 	} {
-		img := Image{Reference: "test/none:1", Digest: "sha256:" + strings.Repeat(fmt.Sprint(i+2), 64), RootFS: mkTree(t, tt.entries...)}
+		img := Image{Reference: "test/none:1", Digest: "sha256:" + strings.Repeat(fmt.Sprint(i+2), 64), RootFS: testtree.Make(t, tt.entries...)}
 		os.MkdirAll(st.imageDir(img.Digest), 0o700)
 		_, err := st.Prepare(context.Background(), img, PrepareOptions{Run: run})
 		if !errors.Is(err, ErrNotBootable) || !strings.HasSuffix(err.Error(), tt.want) {
@@ -64,7 +43,7 @@ func TestPrepareNotBootable(t *testing.T) {
 
 func TestPrepare(t *testing.T) {
 	st := newStore(t)
-	base := mkTree(t, "usr/bin/apt-get", "usr/lib/systemd/systemd")
+	base := testtree.Make(t, "usr/bin/apt-get", "usr/lib/systemd/systemd")
 	img := Image{Reference: "test/prep:1", Digest: "sha256:" + sixtyFour, RootFS: base}
 	os.MkdirAll(st.imageDir(img.Digest), 0o700)
 
@@ -101,7 +80,7 @@ func TestPrepare(t *testing.T) {
 	assertTmpEmpty(t, st)
 
 	// A complete image is used as it is.
-	full := mkTree(t, "usr/lib/systemd/systemd", "sbin/init", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/cert.pem")
+	full := testtree.Make(t, "usr/lib/systemd/systemd", "sbin/init", "usr/bin/dbus-daemon", "usr/bin/curl", "etc/ssl/cert.pem")
 	if p, err := st.Prepare(context.Background(), Image{Digest: "sha256:" + strings.Repeat("1", 64), RootFS: full}, PrepareOptions{}); err != nil || p.RootFS != full {
 		t.Errorf("complete image: %+v %v", p, err)
 	}
@@ -109,7 +88,7 @@ func TestPrepare(t *testing.T) {
 
 func TestPrepareFailureLeavesNothing(t *testing.T) {
 	st := newStore(t)
-	img := Image{Reference: "test/prep:1", Digest: "sha256:" + sixtyFour, RootFS: mkTree(t, "usr/bin/apt-get")}
+	img := Image{Reference: "test/prep:1", Digest: "sha256:" + sixtyFour, RootFS: testtree.Make(t, "usr/bin/apt-get")}
 	os.MkdirAll(st.imageDir(img.Digest), 0o700)
 	run := func(ctx context.Context, rootfs, script string, out io.Writer) (int, error) {
 		io.WriteString(out, "E: Unable to locate package systemd\n")
@@ -128,7 +107,7 @@ func TestPrepareFailureLeavesNothing(t *testing.T) {
 func TestRunnableRootFS(t *testing.T) {
 	st := newStore(t)
 	ctx := context.Background()
-	img := Image{Reference: "test/hello:1", Digest: "sha256:" + sixtyFour, RootFS: mkTree(t, "hello")}
+	img := Image{Reference: "test/hello:1", Digest: "sha256:" + sixtyFour, RootFS: testtree.Make(t, "hello")}
 	os.MkdirAll(st.imageDir(img.Digest), 0o700)
 	got, err := st.RunnableRootFS(ctx, img)
 	if err != nil {
@@ -147,7 +126,7 @@ func TestRunnableRootFS(t *testing.T) {
 		t.Errorf("second call: %q, %v", again, err)
 	}
 	assertTmpEmpty(t, st)
-	full := Image{Digest: "sha256:" + strings.Repeat("2", 64), RootFS: mkTree(t, "usr/bin/sh")}
+	full := Image{Digest: "sha256:" + strings.Repeat("2", 64), RootFS: testtree.Make(t, "usr/bin/sh")}
 	if got, err := st.RunnableRootFS(ctx, full); err != nil || got != full.RootFS {
 		t.Errorf("tree with /usr: %q, %v", got, err)
 	}
