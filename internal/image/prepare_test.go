@@ -11,9 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/racker-postroj/racker/internal/testtree"
-
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/testtree"
 )
 
 // Trees without a package manager to install systemd with cannot be
