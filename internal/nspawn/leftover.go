@@ -29,8 +29,9 @@ func (r *record) killLeftovers() {
 			stopProcesses(context.Background(), nspawn, leader, false, 0)
 			leader.close()
 			nspawn.close()
+			return
 		}
-		return
+		// nspawn is gone already: its init may not be.
 	}
 	if r.LeaderPID == 0 || r.LeaderStart == 0 || alive(r.NspawnPID, r.NspawnStart) {
 		return

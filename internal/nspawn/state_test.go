@@ -165,3 +165,39 @@ func TestProcWait(t *testing.T) {
 		t.Errorf("openProc of an exited process: %v", err)
 	}
 }
+
+// A container whose nspawn is gone but whose init still runs (nspawn was
+// killed with SIGKILL): Stop reports it gone and kills the init, as List
+// and a new claim of the name do; detached or not.
+func TestStopKillsLeaderOfDeadNspawn(t *testing.T) {
+	for _, detached := range []bool{false, true} {
+		state := t.TempDir()
+		s := containersDir(state)
+		leader := exec.Command("sleep", "60")
+		if err := leader.Start(); err != nil {
+			t.Fatal(err)
+		}
+		reaped := make(chan struct{})
+		go func() { leader.Wait(); close(reaped) }()
+		defer leader.Process.Kill()
+		leaderStart, err := startTime(leader.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, start := deadPID(t)
+		os.MkdirAll(s.dir("orphan"), 0o700)
+		s.write(&record{Name: "orphan", Booted: true, Detached: detached, Status: statusRunning, OwnerPID: pid, OwnerStart: start,
+			NspawnPID: pid, NspawnStart: start, LeaderPID: leader.Process.Pid, LeaderStart: leaderStart})
+		if err := Stop(context.Background(), state, "orphan", time.Second); !errors.Is(err, ErrNoSuchContainer) {
+			t.Errorf("detached %v: Stop: %v, want ErrNoSuchContainer", detached, err)
+		}
+		select {
+		case <-reaped:
+		case <-time.After(5 * time.Second):
+			t.Errorf("detached %v: the container's init still runs after Stop", detached)
+		}
+		if _, err := os.Stat(s.dir("orphan")); err == nil {
+			t.Errorf("detached %v: state not removed", detached)
+		}
+	}
+}
