@@ -27,6 +27,9 @@ import (
 // package's directory.
 var scriptDir = filepath.Join("..", "..", "testdata", "script")
 
+// soakDir holds the opt-in soak scripts (see TestSoak).
+var soakDir = filepath.Join("..", "..", "testdata", "soak")
+
 func TestMain(m *testing.M) {
 	testscript.Main(closeAfter{m}, map[string]func(){
 		"racker":  func() { os.Exit(cli.RackerMain()) },
@@ -63,7 +66,7 @@ func TestSoak(t *testing.T) {
 	if os.Getenv("RACKER_SOAK") != "1" {
 		t.Skip("opt-in: RACKER_SOAK=1 runs the soak")
 	}
-	runScripts(t, filepath.Join(filepath.Dir(scriptDir), "soak"))
+	runScripts(t, soakDir)
 }
 
 func runScripts(t *testing.T, dir string) {
@@ -96,7 +99,7 @@ func runScripts(t *testing.T, dir string) {
 	maps.Copy(p.Cmds, probeCmds)     // probe_test.go
 	maps.Copy(p.Cmds, faultCmds)     // faults_test.go
 	maps.Copy(p.Cmds, debsourceCmds) // debsource_test.go
-	if filepath.Base(dir) == "soak" {
+	if dir == soakDir {
 		p.Cmds["soak"] = cmdSoak
 	}
 	if !e2e {
@@ -217,9 +220,11 @@ func scriptText(e *testscript.Env) (string, error) {
 		return "", errors.New("cannot tell which script runs")
 	}
 	base := filepath.Base(named.Name())
-	for _, ext := range []string{".txtar", ".txt"} {
-		if data, err := os.ReadFile(filepath.Join(scriptDir, base+ext)); err == nil {
-			return string(data), nil
+	for _, dir := range []string{scriptDir, soakDir} {
+		for _, ext := range []string{".txtar", ".txt"} {
+			if data, err := os.ReadFile(filepath.Join(dir, base+ext)); err == nil {
+				return string(data), nil
+			}
 		}
 	}
 	return "", fmt.Errorf("script %s not found in %s", base, scriptDir)
