@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/racker-postroj/racker/internal/image"
+	"github.com/racker-postroj/racker/internal/transfer"
 )
 
 func imagesCommand() *cli.Command {
@@ -55,18 +56,7 @@ func shortDigest(d string) string {
 	return d
 }
 
-func humanBytes(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
-}
+func humanBytes(n int64) string { return transfer.Bytes(n) }
 
 func humanAgo(d time.Duration) string {
 	switch {

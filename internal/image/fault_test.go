@@ -60,13 +60,9 @@ func faultyRegistry(t *testing.T, rules ...string) (image.Reference, v1.Image, *
 	if err := remote.Write(up, img); err != nil {
 		t.Fatal(err)
 	}
-	var rs []*testregistry.FaultRule
-	for _, s := range rules {
-		r, err := testregistry.ParseFaultRule(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs = append(rs, r)
+	rs, err := testregistry.ParseFaultRules(rules...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	p, err := testregistry.StartFaultProxy(srv.URL, rs...)
 	if err != nil {

@@ -16,13 +16,9 @@ func faultyPkgServer(t *testing.T, deb []byte, rules ...string) (*testregistry.F
 	t.Helper()
 	srv := newPkgServer(t)
 	srv.put("/x.deb", deb)
-	var rs []*testregistry.FaultRule
-	for _, s := range rules {
-		r, err := testregistry.ParseFaultRule(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs = append(rs, r)
+	rs, err := testregistry.ParseFaultRules(rules...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	p, err := testregistry.StartFaultProxy(srv.URL, rs...)
 	if err != nil {

@@ -51,13 +51,9 @@ func cmdFaultproxy(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("%s", usage)
 	}
 	rules := func(specs []string) []*testregistry.FaultRule {
-		var rs []*testregistry.FaultRule
-		for _, s := range specs {
-			r, err := testregistry.ParseFaultRule(s)
-			if err != nil {
-				ts.Fatalf("faultproxy: %v\nrules: %s", err, testregistry.FaultSyntax)
-			}
-			rs = append(rs, r)
+		rs, err := testregistry.ParseFaultRules(specs...)
+		if err != nil {
+			ts.Fatalf("faultproxy: %v\nrules: %s", err, testregistry.FaultSyntax)
 		}
 		return rs
 	}

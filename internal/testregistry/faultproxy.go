@@ -128,6 +128,19 @@ func ParseFaultRule(s string) (*FaultRule, error) {
 	return r, nil
 }
 
+// ParseFaultRules parses a script: ParseFaultRule of each spec, in order.
+func ParseFaultRules(specs ...string) ([]*FaultRule, error) {
+	var rs []*FaultRule
+	for _, s := range specs {
+		r, err := ParseFaultRule(s)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
 func parseBytes(s string) (int64, error) {
 	mult := int64(1)
 	switch {

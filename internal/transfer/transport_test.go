@@ -39,13 +39,9 @@ func origin(t *testing.T) *httptest.Server {
 // with rules, and the log of retries it reported.
 func proxied(t *testing.T, policy transfer.Policy, rules ...string) (*http.Client, string, *testregistry.FaultProxy, func() []transfer.Retry) {
 	t.Helper()
-	var rs []*testregistry.FaultRule
-	for _, s := range rules {
-		r, err := testregistry.ParseFaultRule(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs = append(rs, r)
+	rs, err := testregistry.ParseFaultRules(rules...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	p, err := testregistry.StartFaultProxy(origin(t).URL, rs...)
 	if err != nil {
