@@ -129,11 +129,11 @@ func cmdNocgroups(ts *testscript.TestScript, neg bool, args []string) {
 
 // soak N PROG [ARG...]
 //
-// Runs PROG N times in a row, as exec would, failing at the first run that
-// fails, and prints the time per run at the start and at the end (medians
+// Runs PROG N times in a row, as exec would, and prints the time per run at the start and at the end (medians
 // of the first and the last tenth, at least one run each) to stdout:
 // "soak: 100 runs of racker: first 10 0.412s, last 10 0.405s, median
-// 0.409s". Only for the opt-in soak (see TestSoak): speed is measured in
+// 0.409s". Fails if any run failed, listing each with the last line of its
+// stderr. Only for the opt-in soak (see TestSoak): speed is measured in
 // make bench, so the figures are recorded, not judged.
 func cmdSoak(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
@@ -144,10 +144,15 @@ func cmdSoak(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("soak: bad count %q", args[0])
 	}
 	took := make([]time.Duration, n)
+	var failed []string
 	for i := range n {
 		t0 := time.Now()
 		if err := ts.Exec(args[1], args[2:]...); err != nil {
-			ts.Fatalf("soak: run %d of %d: %v", i+1, n, err)
+			last := strings.TrimSpace(ts.ReadFile("stderr"))
+			if j := strings.LastIndex(last, "\n"); j >= 0 {
+				last = last[j+1:]
+			}
+			failed = append(failed, fmt.Sprintf("run %d: %v: %s", i+1, err, last))
 		}
 		took[i] = time.Since(t0)
 	}
@@ -160,5 +165,8 @@ func cmdSoak(ts *testscript.TestScript, neg bool, args []string) {
 	line := fmt.Sprintf("soak: %d runs of %s: first %d %.3fs, last %d %.3fs, median %.3fs", n, args[1],
 		k, median(took[:k]).Seconds(), k, median(took[n-k:]).Seconds(), median(took).Seconds())
 	ts.Logf("%s", line)
+	if len(failed) > 0 {
+		ts.Fatalf("%s\n%d of %d runs failed:\n%s", line, len(failed), n, strings.Join(failed, "\n"))
+	}
 	fmt.Fprintln(ts.Stdout(), line)
 }
