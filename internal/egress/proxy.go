@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/transfer"
 )
 
 // Defaults for Proxy fields left zero.
@@ -43,10 +45,15 @@ type Proxy struct {
 	// HeaderTimeout bounds the wait for upstream's response headers
 	// (DefaultHeaderTimeout if zero).
 	HeaderTimeout time.Duration
-	Logger        *slog.Logger
+	// Retry bounds how plain-HTTP fetches upstream survive transient
+	// faults (dropped or stalled connections resumed, 5xx and 429 retried;
+	// see transfer.Transport); the zero value means its defaults.
+	Retry  transfer.Policy
+	Logger *slog.Logger
 
 	once      sync.Once
 	transport *http.Transport
+	upstream  http.RoundTripper // transport, through transfer.Transport
 	server    *http.Server
 
 	mu      sync.Mutex
@@ -133,6 +140,9 @@ func (p *Proxy) init() {
 			MaxIdleConnsPerHost: 4,
 			IdleConnTimeout:     30 * time.Second,
 		}
+		p.upstream = &transfer.Transport{Next: p.transport, Policy: p.Retry, Notify: func(r transfer.Retry) {
+			p.logger().Info("upstream fault", "url", r.URL.Redacted(), "retry", r.String())
+		}}
 		p.server = &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(p.logger().Handler(), slog.LevelDebug)}
 	})
 }
@@ -318,7 +328,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // host allows that one too: repositories send clients to their mirrors
 // (download.opensuse.org, CDNs), and the allowed host vouches for them.
 func (p *Proxy) roundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := p.transport.RoundTrip(req)
+	resp, err := p.upstream.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}
