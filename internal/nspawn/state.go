@@ -207,6 +207,12 @@ func (s containers) lookup(name string) (r *record, live bool, err error) {
 // release removes the state of r if it still describes r (a later
 // container may have claimed the name since).
 func (s containers) release(r *record) error {
+	// Nothing to release, and nothing to lock: taking the lock would
+	// create the containers directory again, even while its owner removes
+	// it (a test's temporary state, a store being deleted).
+	if _, err := os.Lstat(s.dir(r.Name)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	unlock, err := s.lock()
 	if err != nil {
 		return err
