@@ -74,7 +74,7 @@ func run(app *cli.App, args []string, prog string, failure int) int {
 		code = 2
 	}
 	if msg := oneLine(err.Error()); msg != "" {
-		fmt.Fprintf(errWriter(app), "%s: %s\n", prog, msg)
+		fmt.Fprintf(errWriter(app), "%s: %s%s\n", prog, msg, userNSHint(err))
 	}
 	return code
 }

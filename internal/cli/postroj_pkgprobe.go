@@ -76,6 +76,7 @@ func probeFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cache-dir", Value: DefaultCacheDir, EnvVars: []string{"POSTROJ_CACHE"}, Usage: "`DIR` for downloaded packages (DIR/downloads) and the package cache (DIR/packages)"},
 		&cli.StringFlag{Name: "network", Value: string(container.NetworkPrivate), Usage: "the containers' network: `MODE` private (own loopback, egress through postroj's proxy), host or none"},
 		&cli.GenericFlag{Name: "allow-host", Value: &stringList{}, Usage: "let the proxy through to `HOST[:PORT]` too (repeatable; *.DOMAIN; '*' for every host)"},
+		userNSFlag(),
 		&cli.StringFlag{Name: "report", Usage: "write a JSON report with every step's timing and outcome to `FILE`"},
 		&cli.StringFlag{Name: "junit", Usage: "write a JUnit XML report to `FILE`"},
 	}
@@ -241,6 +242,10 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	if c.String("cache-dir") == "" {
 		return nil, usagef("--cache-dir must not be empty")
 	}
+	hostUserNS, err := hostUserNS(c)
+	if err != nil {
+		return nil, err
+	}
 	mode, err := container.ParseNetworkMode(c.String("network"))
 	if err != nil {
 		return nil, usageError{err}
@@ -267,7 +272,7 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	}
 	stderr := &lockedWriter{w: c.App.ErrWriter}
 	packages := &egress.Cache{Dir: filepath.Join(c.String("cache-dir"), "packages"), Logger: logger(c)}
-	rt := &container.Runtime{Store: st, Logger: logger(c), PackageCache: packages}
+	rt := &container.Runtime{Store: st, Logger: logger(c), PackageCache: packages, HostUserNS: hostUserNS}
 	e := &probeEnv{c: c, cat: cat, stderr: stderr, rt: rt,
 		acq: acquire.Options{
 			Source:   source,
@@ -282,6 +287,7 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 			Logger:       logger(c),
 			BootTimeout:  c.Duration("boot-timeout"),
 			Settle:       c.Duration("settle"),
+			HostUserNS:   hostUserNS,
 		},
 	}
 	if c.Bool("verbose") {

@@ -35,14 +35,14 @@ func psCommand() *cli.Command {
 				return writeJSON(c.App.Writer, list)
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tIMAGE\tSTATUS\tUPTIME\tLEADER\tADDRESS")
+			fmt.Fprintln(tw, "NAME\tIMAGE\tSTATUS\tUPTIME\tLEADER\tUSERNS\tADDRESS")
 			for _, m := range list {
 				network := "host network"
 				if m.PrivateNetwork {
 					network = "private network"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.Name, m.Image, m.Status,
-					time.Since(m.Started).Round(time.Second), m.LeaderPID, network)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", m.Name, m.Image, m.Status,
+					time.Since(m.Started).Round(time.Second), m.LeaderPID, m.UserNS, network)
 			}
 			return tw.Flush()
 		},

@@ -42,6 +42,7 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "boot-timeout", Value: nspawn.DefaultBootTimeout, Usage: "give up when booting takes longer"},
 			&cli.BoolFlag{Name: "fast-boot", Value: true, Usage: "mask units a throw-away container does not need (consoles, timers, ...)"},
 			&cli.StringFlag{Name: "platform", Usage: "pull this `OS/ARCH[/VARIANT]`"},
+			userNSFlag(),
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print no pull progress"},
 			stallFlag(),
 			&cli.StringFlag{Name: "network", Value: string(container.NetworkHost), Usage: "`MODE` host (share this host's), private (own loopback, egress through racker's proxy) or none"},
@@ -65,6 +66,7 @@ func runCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			rt.HostUserNS = opts.Isolation.HostUserNS
 			restore, err := attachTerminal(c, &opts.Process, &opts.TTY, &opts.Terminal)
 			if err != nil {
 				return err
@@ -111,6 +113,10 @@ func runOptions(c *cli.Context) (container.Options, error) {
 		if err := nspawn.ValidName(opts.Name); err != nil {
 			return opts, usageError{err}
 		}
+	}
+	var err error
+	if opts.Isolation.HostUserNS, err = hostUserNS(c); err != nil {
+		return opts, err
 	}
 	mode, err := container.ParseNetworkMode(c.String("network"))
 	if err != nil {

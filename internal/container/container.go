@@ -85,6 +85,10 @@ type Runtime struct {
 	// gets its downloads: through a proxy on this host's loopback that keeps
 	// them (see prepareProxy), as private containers' proxies do.
 	PackageCache *egress.Cache
+	// HostUserNS prepares images (Bootable) with the host's user IDs
+	// (--userns=host) instead of in a private user namespace; containers
+	// take theirs from their Isolation.
+	HostUserNS bool
 }
 
 func (r *Runtime) stateDir() string {
@@ -154,11 +158,12 @@ func (r *Runtime) PrepareRunner() image.Runner {
 		}
 		defer stop()
 		return nspawn.Run(ctx, nspawn.Options{
-			Name:     "prepare-" + randomSuffix(),
-			RootFS:   rootfs,
-			StateDir: r.stateDir(),
-			Writable: true,
-			Logger:   r.Logger,
+			Name:       "prepare-" + randomSuffix(),
+			RootFS:     rootfs,
+			StateDir:   r.stateDir(),
+			Writable:   true,
+			HostUserNS: r.HostUserNS,
+			Logger:     r.Logger,
 		}, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Env: env, Stdout: out, Stderr: out})
 	}
 }

@@ -48,7 +48,7 @@ type StartOptions struct {
 }
 
 // Isolation says what a container shares with the host. The zero value
-// shares the host's user IDs and network (today's default).
+// gives it a private user namespace and shares the host's network.
 //
 // New isolation (user namespaces, network modes) is added here, as a field,
 // and applied in nspawnOptions (and, for what must be set up on the host or
@@ -58,6 +58,10 @@ type Isolation struct {
 	// Network is the container's network (see Network); the zero value is
 	// the host's.
 	Network Network
+	// HostUserNS shares the host's user IDs (docker's --userns=host):
+	// the container's root is the host's root. By default the container
+	// gets a private user namespace (see nspawn.Options.HostUserNS).
+	HostUserNS bool
 }
 
 // Teardown says how Container.Stop and Runtime.Stop end a container.
@@ -262,6 +266,7 @@ func (r *Runtime) nspawnOptions(opts StartOptions) (nspawn.Options, error) {
 		Detach:         opts.Detach,
 		PrivateNetwork: opts.Isolation.Network.Private(),
 		Executor:       opts.Executor,
+		HostUserNS:     opts.Isolation.HostUserNS,
 		Logger:         r.Logger,
 	}, nil
 }

@@ -57,11 +57,14 @@ func (o *Options) registers() bool {
 // commonArgs are the systemd-nspawn arguments shared by booted and unbooted
 // containers.
 func (o *Options) commonArgs() []string {
-	args := []string{
-		"--directory=" + o.RootFS,
-		"--machine=" + o.Name,
+	var args []string
+	if o.userns != nil {
+		args = append(args, o.userns.args(o.RootFS)...)
+	} else {
+		args = append(args, "--directory="+o.RootFS)
 	}
-	if !o.Writable {
+	args = append(args, "--machine="+o.Name)
+	if !o.Writable && o.userns == nil {
 		// The image stays read-only; writes go to a tmpfs overlay that
 		// vanishes with the container.
 		args = append(args, "--volatile=overlay")
@@ -86,8 +89,14 @@ func (o *Options) commonArgs() []string {
 	if o.Hostname != "" {
 		args = append(args, "--hostname="+o.Hostname)
 	}
+	// Under a private user namespace binds are idmapped: host files keep
+	// their owners inside, the container's root writes as the host's.
+	idmap := ""
+	if o.userns != nil {
+		idmap = ":idmap"
+	}
 	if o.hostnameFile != "" {
-		args = append(args, "--bind-ro="+o.hostnameFile+":/etc/hostname")
+		args = append(args, "--bind-ro="+o.hostnameFile+":/etc/hostname"+idmap)
 	}
 	if o.PrivateNetwork {
 		args = append(args, "--private-network")
@@ -98,7 +107,12 @@ func (o *Options) commonArgs() []string {
 			flag = "--bind-ro="
 		}
 		spec := b.Host
-		if b.Container != "" && b.Container != b.Host {
+		switch {
+		case idmap != "" && b.Container == "":
+			spec += ":" + b.Host + idmap
+		case idmap != "":
+			spec += ":" + b.Container + idmap
+		case b.Container != "" && b.Container != b.Host:
 			spec += ":" + b.Container
 		}
 		args = append(args, flag+spec)

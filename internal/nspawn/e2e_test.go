@@ -112,7 +112,7 @@ func assertGone(t *testing.T, stateDir string, tr trace) {
 			continue
 		}
 		for _, line := range strings.Split(string(mi), "\n") {
-			if strings.Contains(line, tr.name) || strings.Contains(line, testCache()) {
+			if strings.Contains(line, tr.name) || strings.Contains(line, testCache()) || strings.Contains(line, "/userns/mnt") {
 				t.Errorf("mount left in /proc/%s/mountinfo: %s", pid, line)
 			}
 		}
@@ -124,7 +124,37 @@ func assertGone(t *testing.T, stateDir string, tr trace) {
 		if _, err := os.Lstat(filepath.Join(stateDir, "containers", tr.name)); err == nil {
 			t.Errorf("state of %s is left", tr.name)
 		}
+		if r := reservationOf(stateDir, tr.name); r != nil {
+			t.Errorf("user ID range %d of %s is still reserved", r.Base, tr.name)
+		}
 	}
+	if cgs := cgroupsOf(tr.name); len(cgs) > 0 {
+		t.Errorf("cgroups of %s are left: %v", tr.name, cgs)
+	}
+}
+
+// reservationOf returns the ID range reserved for the container name of
+// stateDir, or nil.
+func reservationOf(stateDir, name string) *idRange {
+	dir := usernsDir(stateDir)
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	for _, f := range files {
+		if r, err := readRange(dir, filepath.Base(f)); err == nil && r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// cgroupsOf returns the cgroups made for the container name (see
+// makeCgroups) that exist.
+func cgroupsOf(name string) []string {
+	var out []string
+	for _, pattern := range []string{"/sys/fs/cgroup/racker-", "/sys/fs/cgroup/*/racker-"} {
+		m, _ := filepath.Glob(pattern + name + "-*")
+		out = append(out, m...)
+	}
+	return out
 }
 
 // processesWith returns the pids of live processes with arg on their
@@ -965,7 +995,7 @@ func TestRunTerminal(t *testing.T) {
 			}
 		}
 	}()
-	code, err := Run(context.Background(), Options{Name: testName(t), RootFS: rootfs},
+	code, err := Run(context.Background(), Options{Name: testName(t), RootFS: rootfs, StateDir: t.TempDir()},
 		Process{Args: sh(`tty; stty size; echo "TERM=$TERM"; exit 3`), Stdin: slave, Stdout: slave, Terminal: true})
 	if err != nil || code != 3 {
 		t.Fatalf("Run: %d, %v", code, err)

@@ -57,8 +57,10 @@ type bus struct {
 
 // dialBus connects to the container's system bus through its socket,
 // resolved inside the container, authenticates, and subscribes to
-// systemd's job signals.
-func dialBus(ctx context.Context, root *rootfs.Root) (*bus, error) {
+// systemd's job signals. idBase is the host ID of the container's root
+// for a private user namespace (0 for the host's): the connection is made
+// as that root (see dialAs), so that privileged calls are allowed.
+func dialBus(ctx context.Context, root *rootfs.Root, idBase uint32) (*bus, error) {
 	f, err := root.Open(busSocketPath, unix.O_PATH)
 	if err != nil {
 		return nil, err
@@ -70,7 +72,7 @@ func dialBus(ctx context.Context, root *rootfs.Root) (*bus, error) {
 	}
 	// Connecting through the O_PATH descriptor keeps the host's view of
 	// the path out of it.
-	conn, err := dbus.Dial("unix:path=/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	conn, err := dialAs("unix:path=/proc/self/fd/"+strconv.Itoa(int(f.Fd())), idBase)
 	if err != nil {
 		return nil, err
 	}

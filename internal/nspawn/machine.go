@@ -125,16 +125,27 @@ func Start(ctx context.Context, opts Options) (*Machine, error) {
 		m.state.release(m.rec)
 		return nil, err
 	}
+	if !m.opts.HostUserNS {
+		u, err := m.opts.setupUserNS(ctx)
+		if err != nil {
+			m.state.release(m.rec)
+			return nil, fmt.Errorf("starting %s: %w", opts.Name, err)
+		}
+		m.opts.userns = u
+		m.rec.UIDBase = u.ids.Base
+	}
 	if err := m.boot(ctx); err != nil {
 		m.abort()
 		lines := tailFile(m.console, consoleTail)
 		m.state.release(m.rec)
+		m.opts.userns.release()
 		return nil, &BootError{Name: opts.Name, Err: err, Console: lines}
 	}
 	go func() {
 		// A container that powers off by itself leaves no state behind.
 		<-m.exited
 		m.state.release(m.rec)
+		m.opts.userns.release()
 	}()
 	return m, nil
 }
@@ -192,6 +203,9 @@ func (m *Machine) boot(ctx context.Context) error {
 		if m.nspawn, err = openProc(pid, m.rec.NspawnStart); err != nil {
 			return fmt.Errorf("systemd-nspawn (pid %d) of unit %s: %w", pid, containerUnit(m.opts.Name), err)
 		}
+		if err := m.opts.userns.started(pid); err != nil {
+			return err
+		}
 		m.watchNspawn()
 	} else {
 		if m.opts.Detach {
@@ -203,8 +217,9 @@ func (m *Machine) boot(ctx context.Context) error {
 			// makes nspawn kill the container (--kill-signal=SIGKILL).
 			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 		}
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("starting systemd-nspawn: %w", err)
+		waited, err := m.opts.startNspawn(cmd)
+		if waited == nil {
+			return err
 		}
 		m.cmd = cmd
 		pid = cmd.Process.Pid
@@ -212,10 +227,16 @@ func (m *Machine) boot(ctx context.Context) error {
 		m.rec.NspawnPID = pid
 		m.rec.NspawnStart, _ = startTime(pid)
 		go func() {
-			cmd.Wait()
+			<-waited
 			close(m.exited)
 		}()
-		if m.nspawn, err = openProc(pid, 0); err != nil {
+		if err != nil {
+			return err
+		}
+		if m.nspawn, err = openProc(pid, 0); errors.Is(err, errGone) {
+			<-m.exited
+			return fmt.Errorf("systemd-nspawn exited before the container was ready (%v)", m.cmd.ProcessState)
+		} else if err != nil {
 			return err
 		}
 	}
@@ -285,7 +306,7 @@ func (m *Machine) connect(ctx context.Context) error {
 		return err
 	}
 	defer root.Close()
-	b, err := dialBus(ctx, root)
+	b, err := dialBus(ctx, root, m.rec.UIDBase)
 	if err != nil {
 		if m.opts.Executor == ExecDBus || ctx.Err() != nil {
 			return fmt.Errorf("connecting to the container's D-Bus: %w", err)
@@ -415,6 +436,17 @@ func (m *Machine) stop(ctx context.Context, poweroff bool, timeout time.Duration
 	m.closeHandles()
 	if rerr := m.state.release(m.rec); err == nil {
 		err = rerr
+	}
+	if m.opts.userns != nil {
+		if rerr := m.opts.userns.release(); err == nil {
+			err = rerr
+		}
+	} else if m.rec.UIDBase != 0 {
+		// Opened, not started here: the range and cgroups of the
+		// container, now gone, are the starter's to release; prune them.
+		if rerr := PruneRanges(context.WithoutCancel(ctx), m.opts.StateDir); err == nil {
+			err = rerr
+		}
 	}
 	if err != nil {
 		err = fmt.Errorf("stopping %s: %w", m.opts.Name, err)

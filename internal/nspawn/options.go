@@ -102,8 +102,19 @@ type Options struct {
 	// Binds are bind mounts (--bind / --bind-ro).
 	Binds []Bind
 	// Writable lets the container write to RootFS (no --volatile=overlay):
-	// for preparing an image, never for running one.
+	// for preparing an image, never for running one. With a private user
+	// namespace RootFS is bound idmapped: files the container's root
+	// writes are owned by the host's root, as without one.
 	Writable bool
+	// HostUserNS shares the host's user IDs with the container (docker's
+	// --userns=host): its root is the host's root. By default a container
+	// gets a private user namespace: its IDs 0-65535 are a range of host
+	// IDs no other running container of StateDir holds (from 524288 up),
+	// it sees RootFS through an idmapped mount, and binds are idmapped so
+	// that host files keep their owners inside and what its root writes
+	// there is owned by the host's root. Without idmapped mounts (kernel,
+	// file system) Start and Run fail with ErrNoIDMap.
+	HostUserNS bool
 	// MaskUnits are units masked for this boot only (systemd.mask= on
 	// init's command line); the root filesystem is not changed.
 	MaskUnits []string
@@ -133,6 +144,9 @@ type Options struct {
 	// hostnameFile, when set, is bound over /etc/hostname so that the
 	// container's static host name is Hostname, as docker does it.
 	hostnameFile string
+
+	// userns is set by Start and Run for a private user namespace.
+	userns *userNS
 
 	// hostHasSystemd overrides the /run/systemd/system check (tests).
 	hostHasSystemd func() bool

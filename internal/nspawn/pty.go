@@ -33,7 +33,13 @@ func (m *Machine) OpenPTY() (*PTY, error) {
 	defer root.Close()
 	// Non-blocking, so that the runtime poller serves the master: Close
 	// then interrupts a blocked Read.
-	master, err := root.Open("/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK)
+	// Opened as the container's root, which then owns the terminal.
+	var master *os.File
+	err = asContainerRoot(m.rec.UIDBase, func() error {
+		var err error
+		master, err = root.Open("/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the container's ptmx: %w", err)
 	}

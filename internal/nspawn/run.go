@@ -92,6 +92,18 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 			return -1, err
 		}
 	}
+	if !opts.HostUserNS {
+		if opts.StateDir == "" {
+			return -1, fmt.Errorf("running %s: a private user namespace needs a state directory", opts.Name)
+		}
+		u, err := opts.setupUserNS(ctx)
+		if err != nil {
+			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
+		}
+		defer u.release()
+		opts.userns = u
+		rec.UIDBase = u.ids.Base
+	}
 
 	args := opts.runArgs(&p, file)
 	opts.logger().Debug("running nspawn", "args", args)
@@ -115,15 +127,21 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		// stay in the foreground process group to read it.
 		cmd.SysProcAttr.Setpgid = true
 	}
-	if err := cmd.Start(); err != nil {
-		return -1, fmt.Errorf("starting systemd-nspawn: %w", err)
+	waited, err := opts.startNspawn(cmd)
+	if waited == nil {
+		return -1, fmt.Errorf("running %s: %w", opts.Name, err)
+	}
+	if err != nil {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-waited
+		return -1, fmt.Errorf("running %s: %w", opts.Name, err)
 	}
 	if rec != nil {
 		rec.NspawnPID = cmd.Process.Pid
 		rec.NspawnStart, _ = startTime(cmd.Process.Pid)
 		state.write(rec)
 	}
-	werr := cmd.Wait()
+	werr := <-waited
 	filter.flush()
 	if ctx.Err() != nil {
 		return -1, fmt.Errorf("running %s: %w", opts.Name, ctx.Err())

@@ -39,6 +39,10 @@ type Container struct {
 	// namespace (Options.PrivateNetwork) instead of the host's.
 	PrivateNetwork bool   `json:"privateNetwork"`
 	Console        string `json:"console"` // log of the console of a booted container
+	// UserNS is the container's user namespace: "host" for the host's IDs
+	// (HostUserNS), or its mapping as "0:HOST:65536" (container IDs from
+	// 0 are host IDs from HOST).
+	UserNS string `json:"userns"`
 }
 
 // record is what StateDir/containers/NAME/state.json holds. Pids go with
@@ -58,6 +62,7 @@ type record struct {
 	LeaderPID   int       `json:"leader_pid,omitempty"`
 	LeaderStart uint64    `json:"leader_start,omitempty"`
 	PrivateNet  bool      `json:"private_network,omitempty"`
+	UIDBase     uint32    `json:"uid_base,omitempty"` // host ID of the container's root; 0: the host's user namespace
 }
 
 const (
@@ -84,6 +89,7 @@ func (s containers) container(r *record) Container {
 		Name: r.Name, Image: r.Image, RootFS: r.RootFS, Started: r.Started,
 		Booted: r.Booted, Detached: r.Detached, Status: r.Status,
 		LeaderPID: r.LeaderPID, NspawnPID: r.NspawnPID, PrivateNetwork: r.PrivateNet,
+		UserNS: describeUserNS(r.UIDBase),
 	}
 	if r.Booted {
 		c.Console = s.console(r.Name)
@@ -276,6 +282,10 @@ func List(stateDir string) ([]Container, error) {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	// What killed racker processes left of user namespaces goes too.
+	if err := PruneRanges(context.Background(), stateDir); err != nil {
+		return nil, err
+	}
 	return out, nil
 }
 
@@ -323,7 +333,11 @@ func stopByName(ctx context.Context, stateDir, name string, poweroff bool, timeo
 	if err := stopProcesses(ctx, nspawn, leader, poweroff, timeout); err != nil {
 		return fmt.Errorf("stopping %s: %w", name, err)
 	}
-	return s.release(r)
+	if err := s.release(r); err != nil {
+		return err
+	}
+	// The range and cgroups of a container started by another process.
+	return PruneRanges(ctx, stateDir)
 }
 
 func containersDir(stateDir string) containers {

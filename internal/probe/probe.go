@@ -123,6 +123,9 @@ type Prober struct {
 	Output io.Writer
 	// BootTimeout bounds the boot (nspawn.DefaultBootTimeout if zero).
 	BootTimeout time.Duration
+	// HostUserNS probes with the host's user IDs (--userns=host) instead
+	// of in a private user namespace.
+	HostUserNS bool
 	// Settle is how long a unit must stay active (DefaultSettle if zero).
 	Settle time.Duration
 	// Network is the containers' network (container.NetworkPrivate if
@@ -293,7 +296,7 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 	m, err := p.Containers.Start(ctx, container.StartOptions{
 		Name: r.Machine, RootFS: img.RootFS, Image: img.Reference,
 		Binds: binds, MaskUnits: nspawn.DefaultMaskedUnits(), BootTimeout: p.BootTimeout, Executor: img.Executor,
-		Isolation: container.Isolation{Network: p.network(spec)},
+		Isolation: container.Isolation{Network: p.network(spec), HostUserNS: p.HostUserNS},
 	})
 	if err != nil {
 		s.endErr(Errored, err)

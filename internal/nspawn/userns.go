@@ -1,0 +1,138 @@
+package nspawn
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+)
+
+// userNS is what a container with a private user namespace holds on the
+// host: its ID range, its cgroups and how its root filesystem is mounted.
+type userNS struct {
+	ids  *idRange
+	root *privateRoot // nil when nspawn mounts the root itself
+}
+
+// setupUserNS reserves an ID range (and cgroups, when nspawn is not
+// registered with machined, which would make a scope) for the container
+// of o. Nothing is mounted yet: that happens in the container's own mount
+// namespace when nspawn starts (see privateRoot.launch). On error
+// nothing is left.
+//
+// A detached container on a systemd host is a service of that systemd
+// (ownUnit), started where racker cannot prepare a mount namespace: there
+// nspawn's own user namespace with --volatile=overlay is used, which needs
+// systemd-nspawn 257 or newer.
+func (o *Options) setupUserNS(ctx context.Context) (*userNS, error) {
+	if o.ownUnit() {
+		f, err := DetectNspawn(ctx, o.nspawn())
+		if err != nil {
+			return nil, err
+		}
+		if !f.UsernsOverlay {
+			return nil, fmt.Errorf("%w: a detached container on a systemd host runs as a service of its own, where that needs systemd-nspawn %d or newer (this is %d)",
+				ErrNoUserNS, minOwnUsernsOverlayVersion, f.Version)
+		}
+	}
+	ids, err := reserveRange(ctx, o.StateDir, o.Name)
+	if err != nil {
+		return nil, err
+	}
+	u := &userNS{ids: ids}
+	if o.ownUnit() {
+		return u, nil
+	}
+	u.root = &privateRoot{RootFS: o.RootFS, Base: ids.Base, Mnt: mountDir(o.StateDir), Writable: o.Writable}
+	if !o.registers() {
+		cg, err := makeCgroups(o.Name)
+		if err != nil {
+			ids.release()
+			return nil, err
+		}
+		u.root.Cgroups = cg
+		ids.Cgroups = cg.dirs()
+		if err := ids.update(); err != nil {
+			removeCgroups(ids.Cgroups)
+			ids.release()
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+// start starts cmd, nspawn, with the container's mounts and cgroups (see
+// privateRoot.launch), records its pid with the range, and returns a
+// channel that receives cmd.Wait's result. If nspawn started, the channel
+// is returned even with an error (recording failed): the caller stops it.
+func (u *userNS) start(cmd *exec.Cmd) (<-chan error, error) {
+	waited, err := u.root.launch(cmd)
+	if err != nil {
+		return nil, err
+	}
+	// Without nspawn's pid in the reservation a detached container would
+	// lose its range when this process exits.
+	return waited, u.started(cmd.Process.Pid)
+}
+
+// release gives the range and cgroups back once nspawn has exited.
+func (u *userNS) release() error {
+	if u == nil {
+		return nil
+	}
+	return u.ids.release()
+}
+
+// started records nspawn's pid with the range of a container that racker
+// did not start itself (ownUnit), so that the range stays reserved while
+// it runs.
+func (u *userNS) started(pid int) error {
+	if u == nil {
+		return nil
+	}
+	u.ids.NspawnPID = pid
+	u.ids.NspawnStart, _ = startTime(pid)
+	return u.ids.update()
+}
+
+// args are the nspawn arguments for the container's root filesystem and
+// user namespace, replacing --directory and --volatile=overlay.
+func (u *userNS) args(rootFS string) []string {
+	users := "--private-users=" + strconv.FormatUint(uint64(u.ids.Base), 10) + ":" + strconv.Itoa(IDRangeSize)
+	if u.root == nil {
+		// nspawn >= 257 idmaps the image under its own overlay.
+		return []string{"--directory=" + rootFS, "--volatile=overlay", users, "--private-users-ownership=auto"}
+	}
+	return []string{
+		"--directory=" + u.root.Directory(),
+		users,
+		// The tree is idmapped, not chowned.
+		"--private-users-ownership=off",
+	}
+}
+
+// startNspawn starts cmd, nspawn, and returns a channel that receives
+// cmd.Wait's result: in the container's own mount namespace and cgroups
+// when it has a private user namespace. If nspawn started, the channel is
+// returned even with an error: the caller stops nspawn.
+func (o *Options) startNspawn(cmd *exec.Cmd) (<-chan error, error) {
+	if o.userns != nil {
+		return o.userns.start(cmd)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting systemd-nspawn: %w", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	return waited, nil
+}
+
+// describeUserNS is how List shows the user namespace of a container with
+// host ID base (0: the host's): "host", or its uid_map line as
+// "0:BASE:65536".
+func describeUserNS(base uint32) string {
+	if base == 0 {
+		return "host"
+	}
+	return "0:" + strconv.FormatUint(uint64(base), 10) + ":" + strconv.Itoa(IDRangeSize)
+}

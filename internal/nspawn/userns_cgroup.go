@@ -1,0 +1,149 @@
+package nspawn
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupRoot is where the cgroup hierarchies are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// containerCgroups are the cgroups a container with a private user
+// namespace starts in on a host without systemd: nspawn hands its own
+// cgroup to the container's root and creates init.scope below it, which
+// it cannot do in the host's root cgroup ("Failed to create /init.scope
+// control group: Permission denied").
+type containerCgroups struct {
+	// unified is the cgroup v2 directory (the whole hierarchy on a
+	// cgroup2-only host, /sys/fs/cgroup/unified on a hybrid one); nspawn
+	// is cloned into it (CLONE_INTO_CGROUP).
+	unified string
+	// legacy is the name=systemd v1 directory of a hybrid or legacy host,
+	// or "": the thread that starts nspawn moves itself in for the fork
+	// (v1 places threads), so that nspawn starts there.
+	legacy string
+}
+
+// dirs lists the cgroup directories, for the reservation.
+func (c containerCgroups) dirs() []string {
+	var out []string
+	for _, d := range []string{c.unified, c.legacy} {
+		if d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// makeCgroups creates the cgroups of container name, next to this
+// process's own cgroup in each hierarchy, with a random suffix (names are
+// only unique per state directory). On error nothing is left.
+func makeCgroups(name string) (containerCgroups, error) {
+	var c containerCgroups
+	own, err := ownCgroups()
+	if err != nil {
+		return c, err
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	leaf := "racker-" + name + "-" + hex.EncodeToString(rnd[:])
+	var st unix.Statfs_t
+	if unix.Statfs(cgroupRoot, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		c.unified = filepath.Join(cgroupRoot, own[""], leaf)
+	} else {
+		if p, ok := own[""]; ok && isCgroup2(filepath.Join(cgroupRoot, "unified")) {
+			c.unified = filepath.Join(cgroupRoot, "unified", p, leaf)
+		}
+		if p, ok := own["name=systemd"]; ok {
+			c.legacy = filepath.Join(cgroupRoot, "systemd", p, leaf)
+		}
+	}
+	if c.unified == "" && c.legacy == "" {
+		return c, errors.New("creating the container's cgroup: no cgroup v2 or name=systemd hierarchy found")
+	}
+	for _, d := range c.dirs() {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			removeCgroups(c.dirs())
+			return containerCgroups{}, fmt.Errorf("creating the container's cgroup: %w", err)
+		}
+	}
+	return c, nil
+}
+
+func isCgroup2(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// ownCgroups returns this process's cgroup per hierarchy: "" for cgroup v2,
+// "name=systemd" and controller lists for v1.
+func ownCgroups() (map[string]string, error) {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("reading own cgroup: %w", err)
+	}
+	defer f.Close()
+	out := make(map[string]string)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// ID:CONTROLLERS:PATH
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) == 3 {
+			out[parts[1]] = parts[2]
+		}
+	}
+	return out, sc.Err()
+}
+
+// enterLegacy moves the calling thread (locked to its goroutine) into the
+// name=systemd cgroup, so that a process it forks starts there, and
+// returns how to move it back.
+func (c containerCgroups) enterLegacy() (leave func(), err error) {
+	if c.legacy == "" {
+		return func() {}, nil
+	}
+	tid := strconv.Itoa(unix.Gettid())
+	if err := os.WriteFile(filepath.Join(c.legacy, "tasks"), []byte(tid), 0); err != nil {
+		return nil, fmt.Errorf("entering the container's cgroup: %w", err)
+	}
+	parent := filepath.Dir(c.legacy)
+	return func() { os.WriteFile(filepath.Join(parent, "tasks"), []byte(tid), 0) }, nil
+}
+
+// removeCgroups removes cgroup directories and what nspawn created below
+// them (payload/, supervisor/, ...), deepest first. Missing ones are
+// fine; a populated one is an error.
+func removeCgroups(dirs []string) error {
+	var errs []error
+	for _, top := range dirs {
+		if !strings.HasPrefix(top, cgroupRoot+"/") {
+			continue // not a cgroup: never remove anything else
+		}
+		var sub []string
+		filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				sub = append(sub, p)
+			}
+			return nil
+		})
+		// Longest paths are the deepest.
+		sort.Slice(sub, func(i, j int) bool { return len(sub[i]) > len(sub[j]) })
+		for _, d := range sub {
+			if err := unix.Rmdir(d); err != nil && err != unix.ENOENT {
+				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
