@@ -52,10 +52,21 @@ func (m *Machine) Exec(ctx context.Context, p Process) (int, error) {
 	}
 	// systemd runs commands only as users and groups its user database
 	// knows; docker also takes unknown numeric ids, which nsenter can do.
-	if m.executor == ExecDBus && acct.userKnown && acct.groupKnown {
-		return m.bus.exec(ctx, m.log, root, &p, acct, file, dir, env)
+	stdio, err := wrapStdio(&p, m.rec.UIDBase)
+	if err != nil {
+		stdio.finish(ctx)
+		return -1, err
 	}
-	return m.execNsenter(ctx, root, &p, acct, file, dir, env)
+	var code int
+	if m.executor == ExecDBus && acct.userKnown && acct.groupKnown {
+		code, err = m.bus.exec(ctx, m.log, root, &p, acct, file, dir, env)
+	} else {
+		code, err = m.execNsenter(ctx, root, &p, acct, file, dir, env)
+	}
+	if ferr := stdio.finish(ctx); err == nil && ferr != nil {
+		return -1, ferr
+	}
+	return code, err
 }
 
 func hasEnv(env []string, key string) bool {

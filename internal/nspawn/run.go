@@ -108,13 +108,22 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 	args := opts.runArgs(&p, file)
 	opts.logger().Debug("running nspawn", "args", args)
 	cmd := command(ctx, args...)
-	cmd.Stdin, cmd.Stdout = p.Stdin, p.Stdout
 	stderr := p.Stderr
 	if stderr == nil {
 		stderr = io.Discard
 	}
 	filter := newNoiseFilter(stderr, opts.Name)
-	cmd.Stderr = filter
+	p.Stderr = filter
+	// The command's streams are nspawn's: under a private user namespace
+	// pipes of the container's root (see containerStdio).
+	var stdio *containerStdio
+	if opts.userns != nil {
+		if stdio, err = wrapStdio(&p, opts.userns.ids.Base); err != nil {
+			stdio.finish(ctx)
+			return -1, err
+		}
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.Stdin, p.Stdout, p.Stderr
 	// --kill-signal=SIGKILL: SIGTERM makes nspawn kill the command. What
 	// nspawn says about that is not the command's output.
 	cmd.Cancel = func() error {
@@ -129,11 +138,17 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 	}
 	waited, err := opts.startNspawn(cmd)
 	if waited == nil {
+		if stdio != nil {
+			stdio.finish(ctx)
+		}
 		return -1, fmt.Errorf("running %s: %w", opts.Name, err)
 	}
 	if err != nil {
 		cmd.Process.Signal(syscall.SIGTERM)
 		<-waited
+		if stdio != nil {
+			stdio.finish(ctx)
+		}
 		return -1, fmt.Errorf("running %s: %w", opts.Name, err)
 	}
 	if rec != nil {
@@ -142,6 +157,9 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		state.write(rec)
 	}
 	werr := <-waited
+	if stdio != nil {
+		stdio.finish(ctx)
+	}
 	filter.flush()
 	if ctx.Err() != nil {
 		return -1, fmt.Errorf("running %s: %w", opts.Name, ctx.Err())

@@ -153,6 +153,22 @@ func TestUserNS(t *testing.T) {
 		if pids < 3 {
 			t.Errorf("found %d processes of the container", pids)
 		}
+		// The command's streams can be reopened by name, as scripts do,
+		// whether they were readers and writers or files of host root's.
+		code, out, errOut := run(t, m, Process{Args: sh("cat /dev/stdin; echo err > /dev/stderr"), Stdin: strings.NewReader("in\n")})
+		if code != 0 || out != "in\n" || errOut != "err\n" {
+			t.Errorf("reopening stdin and stderr: %d %q %q", code, out, errOut)
+		}
+		pr, pw, _ := os.Pipe()
+		pw.WriteString("piped\n")
+		pw.Close()
+		outFile, _ := os.Create(filepath.Join(t.TempDir(), "out"))
+		code, _, _ = run(t, m, Process{Args: sh("cat /dev/stdin > /dev/stdout"), Stdin: pr, Stdout: outFile})
+		pr.Close()
+		outFile.Close()
+		if b, _ := os.ReadFile(outFile.Name()); code != 0 || string(b) != "piped\n" {
+			t.Errorf("reopening a host pipe and file: %d %q", code, b)
+		}
 		// Files of the stored tree show as root's inside; a file root
 		// writes is the container's root's, an unprivileged host uid.
 		code, out, _ = run(t, m, Process{Args: sh("stat -c %u:%g /etc/passwd && echo x > /written && stat -c %u /written")})
@@ -270,7 +286,13 @@ func TestUserNSWritable(t *testing.T) {
 	}
 	state := t.TempDir()
 	name := testName(t)
+	var out strings.Builder
 	code, err := Run(context.Background(), Options{Name: name, RootFS: tree, StateDir: state, Writable: true},
+		Process{Args: sh("echo hi > /dev/stdout"), Stdout: &out})
+	if err != nil || code != 0 || out.String() != "hi\n" {
+		t.Errorf("Run writing /dev/stdout: %d %v %q", code, err, out.String())
+	}
+	code, err = Run(context.Background(), Options{Name: name, RootFS: tree, StateDir: state, Writable: true},
 		Process{Args: sh("echo x > /prepared && chown 42:43 /prepared && test \"$(cat /proc/self/uid_map)\" != \"$(printf '%10d %10d %10d' 0 0 4294967295)\"")})
 	if err != nil || code != 0 {
 		t.Fatalf("Run: %d %v", code, err)

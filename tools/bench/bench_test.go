@@ -158,8 +158,8 @@ func TestSelectCases(t *testing.T) {
 	}
 	for _, tt := range []struct{ list, want string }{
 		{"pull", "racker-pull,racker-pull-uptodate,skopeo-umoci,gzip-tar"},
-		{"run", "racker-run,nspawn-boot,racker-run-nomask,nspawn-boot-nomask,racker-run-noboot,nspawn-noboot"},
-		{"probe", "postroj-pkgprobe,probe-floor"},
+		{"run", "racker-run,racker-run-hostusers,nspawn-boot,racker-run-nomask,nspawn-boot-nomask,racker-run-noboot,nspawn-noboot"},
+		{"probe", "postroj-pkgprobe,postroj-pkgprobe-hostusers,probe-floor"},
 		// Table order, whatever the order of the list; no duplicates.
 		{"gzip-tar, racker-pull,gzip-tar", "racker-pull,gzip-tar"},
 		{"nspawn-noboot,pull", "racker-pull,racker-pull-uptodate,skopeo-umoci,gzip-tar,nspawn-noboot"},

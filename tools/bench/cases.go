@@ -156,6 +156,18 @@ func cases() []benchCase {
 			check: checkRunContainers,
 		},
 		{
+			id:    "racker-run-hostusers",
+			group: "run",
+			name:  "racker run --userns=host (boot, masked)",
+			cmd:   "as racker-run, with the host's user IDs instead of a private user namespace",
+			short: true,
+			setup: setupRunStore,
+			run: func(ctx context.Context, e *env, r *runner, _ string) error {
+				return rackerRun(ctx, e, r, true, "--userns=host")
+			},
+			check: checkRunContainers,
+		},
+		{
 			id:    "nspawn-boot",
 			group: "run",
 			name:  "nspawn boot+true (floor, masked)",
@@ -231,6 +243,20 @@ func cases() []benchCase {
 			setup: setupProbeStore,
 			run: func(ctx context.Context, e *env, r *runner, dir string) error {
 				return postrojProbe(ctx, e, r, dir)
+			},
+			check: func(_ context.Context, e *env, _ string) error {
+				return checkNoContainers(e.probe.root)
+			},
+		},
+		{
+			id:    "postroj-pkgprobe-hostusers",
+			group: "probe",
+			name:  "postroj pkgprobe --userns=host (warm)",
+			cmd:   "as postroj-pkgprobe, with the host's user IDs instead of a private user namespace",
+			short: true,
+			setup: setupProbeStore,
+			run: func(ctx context.Context, e *env, r *runner, dir string) error {
+				return postrojProbe(ctx, e, r, dir, "--userns=host")
 			},
 			check: func(_ context.Context, e *env, _ string) error {
 				return checkNoContainers(e.probe.root)
@@ -316,6 +342,9 @@ var targets = []target{
 	{name: "pkgprobe --network=private / host, warm journald (wall, median)", caseID: "postroj-pkgprobe", over: "probe-host", maxRatio: 1.10},
 	{name: "webfs install step, warm / cold package cache (median)", caseID: "webfs-warm", over: "webfs-cold", phase: "install", maxRatio: 0.5},
 	{name: "selftest pkgprobe, --jobs 2 / --jobs 1 (wall, median)", caseID: "selftest-jobs2", over: "selftest-jobs1", maxRatio: 0.7},
+	// A private user namespace (the default) against the host's IDs.
+	{name: "racker run / racker run --userns=host (wall, median)", caseID: "racker-run", over: "racker-run-hostusers", maxRatio: 1.1},
+	{name: "postroj pkgprobe / pkgprobe --userns=host (wall, median)", caseID: "postroj-pkgprobe", over: "postroj-pkgprobe-hostusers", maxRatio: 1.1},
 }
 
 // comparison is a figure reported without a limit: a phase (or, with
