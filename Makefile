@@ -53,8 +53,11 @@ demo: deps build
 #   run:  racker run --rm IMAGE true against bare systemd-nspawn doing the
 #         same (boot until READY=1, nsenter true, poweroff), with and without
 #         masked units, and racker run --boot=never against nspawn ... true;
+#         racker run (private user namespace, the default) against
+#         racker run --userns=host;
 #   probe: postroj pkgprobe --image=debian-bookworm --check-unit=systemd-journald,
-#         warm, against the masked nspawn boot floor on the tree it boots.
+#         warm, against the masked nspawn boot floor on the tree it boots, and
+#         against the same probe with --userns=host.
 # BENCH_CASES=pull (or run, probe, net, or a list) picks some. The reference tools
 # are installed here only: racker needs neither.
 BENCH_DEPS := skopeo umoci
