@@ -202,9 +202,16 @@ func (w *UnitWatch) Start(ctx context.Context) error {
 		return fmt.Errorf("starting %s: %w", w.state.ID, denied(err))
 	}
 	w.job = job
-	w.drain()
+	ended := w.drain()
 	if r, ok := w.removed[job]; ok {
-		w.jobResult = r
+		w.jobResult, ended = r, true
+	}
+	if ended {
+		// The job ended before Wait could see it (a unit skipped for its
+		// condition ends at once): read what its signals do not carry.
+		if _, err := w.Refresh(ctx); err != nil {
+			return fmt.Errorf("reading unit %s: %w", w.state.ID, err)
+		}
 	}
 	return nil
 }
