@@ -29,12 +29,21 @@ deps:
 
 # gofmt (hidden directories such as scratch space excepted), go vet, then
 # every test; the end-to-end scripts in testdata/script build a Debian image
-# on first use (cached in /var/cache/racker-test).
+# on first use (cached in /var/cache/racker-test), and run on this machine
+# and inside the test hosts (Debian trixie and sid booted with systemd as
+# PID 1, see internal/scripttest's TestHosts). Last, how many scripts
+# passed on each host.
+TEST_SUMMARY := bin/test-summary.txt
+
 test: deps
 	@unformatted=$$(gofmt -l $$(find . -path './.*' -prune -o -name '*.go' -print)); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 60m ./...
+	@mkdir -p bin && rm -f $(TEST_SUMMARY)
+	@status=0; RACKER_TEST_SUMMARY='$(CURDIR)/$(TEST_SUMMARY)' $(GO) test -count=1 -timeout 80m ./... || status=$$?; \
+	echo "end-to-end scripts per host:"; \
+	if [ -s $(TEST_SUMMARY) ]; then sed 's/^/  /' $(TEST_SUMMARY); else echo "  none ran"; fi; \
+	exit $$status
 
 # The README's first command: a loopback registry seeded with a Debian image
 # built from Debian's mirror, pulled through RACKER_REGISTRY_MIRRORS, then

@@ -47,6 +47,7 @@ type closeAfter struct{ m *testing.M }
 
 func (c closeAfter) Run() int {
 	code := c.m.Run()
+	writeSummary()
 	shared.close()
 	warm.close()
 	return code
@@ -99,6 +100,7 @@ func runScripts(t *testing.T, dir string) {
 	maps.Copy(p.Cmds, probeCmds)     // probe_test.go
 	maps.Copy(p.Cmds, faultCmds)     // faults_test.go
 	maps.Copy(p.Cmds, debsourceCmds) // debsource_test.go
+	maps.Copy(p.Cmds, hostCmds)      // hosts_test.go
 	if dir == soakDir {
 		p.Cmds["soak"] = cmdSoak
 	}
@@ -133,10 +135,12 @@ var prerequisites = map[string]struct {
 	have func() bool
 	hint string
 }{
-	"root":        {func() bool { return os.Geteuid() == 0 }, "run the tests as root"},
-	"nspawn":      {func() bool { return onPath("systemd-nspawn") }, "apt-get install systemd-container"},
-	"registry":    {func() bool { return onPath("docker-registry") }, "apt-get install docker-registry"},
-	"mmdebstrap":  {func() bool { return onPath("mmdebstrap") }, "apt-get install mmdebstrap"},
+	"root":     {func() bool { return os.Geteuid() == 0 }, "run the tests as root"},
+	"nspawn":   {func() bool { return onPath("systemd-nspawn") }, "apt-get install systemd-container"},
+	"registry": {func() bool { return onPath("docker-registry") }, "apt-get install docker-registry"},
+	// Inside a test host (see TestHosts) the outer harness has built the
+	// Debian images with mmdebstrap already, into the shared cache.
+	"mmdebstrap":  {func() bool { return onPath("mmdebstrap") || testenv.Host() != "" }, "apt-get install mmdebstrap"},
 	"autopkgtest": {func() bool { return onPath("autopkgtest") }, "apt-get install autopkgtest"},
 }
 
@@ -177,6 +181,7 @@ var usesRegistry = regexp.MustCompile(`\[\s*!?\s*registry\s*\]`)
 //	DEBIAN_OTHER_DIGEST             the small image for OTHER_PLATFORM in it
 //	GOCACHE, GOTOOLCHAIN=local, GOPROXY=off   for `exec go build`
 func setup(e *testscript.Env) error {
+	e.Defer(func() { recordScript(e.T()) }) // deferred first: runs last
 	home := filepath.Join(e.WorkDir, "home")
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		return err
@@ -220,7 +225,7 @@ func scriptText(e *testscript.Env) (string, error) {
 		return "", errors.New("cannot tell which script runs")
 	}
 	base := filepath.Base(named.Name())
-	for _, dir := range []string{scriptDir, soakDir} {
+	for _, dir := range []string{scriptDir, soakDir, hostScriptDir} {
 		for _, ext := range []string{".txtar", ".txt"} {
 			if data, err := os.ReadFile(filepath.Join(dir, base+ext)); err == nil {
 				return string(data), nil

@@ -23,7 +23,20 @@ const (
 	// UpdateScriptsVar, when not empty, makes the end-to-end scripts
 	// rewrite the files they cmp against from the actual output.
 	UpdateScriptsVar = "UPDATE_SCRIPTS"
+	// HostVar names the test host (trixie, sid) the end-to-end scripts run
+	// in, set by the host matrix for the harness it starts inside a host;
+	// see internal/scripttest's TestHosts.
+	HostVar = "RACKER_TEST_HOST"
+	// HostsVar chooses the hosts of the matrix: a comma-separated list of
+	// trixie and sid (default both), or "none" (not with RACKER_E2E=1).
+	HostsVar = "RACKER_TEST_HOSTS"
+	// SummaryVar, when set, is a file the end-to-end harness appends one
+	// line per host to: how many scripts passed there. make test prints it.
+	SummaryVar = "RACKER_TEST_SUMMARY"
 )
+
+// Host returns $RACKER_TEST_HOST: the test host this process runs in, or "".
+func Host() string { return os.Getenv(HostVar) }
 
 // E2E reports whether RACKER_E2E=1: no end-to-end test may skip.
 func E2E() bool { return os.Getenv(E2EVar) == "1" }

@@ -38,6 +38,12 @@ type Recipe struct {
 	Include []string // extra packages, as for --include
 	Mirror  string   // empty means the mirror this machine's apt uses
 	Arch    string   // a Debian architecture; empty means the host's
+	// IgnoreValidUntil makes apt accept a Release file past its
+	// Valid-Until, as a mirror frozen at a date serves sid's.
+	IgnoreValidUntil bool
+	// Weekly keys the entry by the ISO week too, so that it is built again
+	// from the mirror every week (a suite that moves, such as sid).
+	Weekly bool
 }
 
 // BookwormSlim is built like Docker Hub's debian:bookworm-slim: about 170 MB
@@ -140,6 +146,9 @@ type ResolvedRecipe struct {
 	Mirror     string   `json:"mirror"`
 	Arch       string   `json:"arch"`
 	Mmdebstrap string   `json:"mmdebstrap"` // empty when not installed
+	// Set only when asked for, so that other recipes keep their keys.
+	IgnoreValidUntil bool   `json:"ignoreValidUntil,omitempty"`
+	Week             string `json:"week,omitempty"` // "2026-W49" for Recipe.Weekly
 }
 
 func resolve(ctx context.Context, r Recipe) (ResolvedRecipe, error) {
@@ -150,6 +159,12 @@ func resolve(ctx context.Context, r Recipe) (ResolvedRecipe, error) {
 		Include: slices.Sorted(slices.Values(r.Include)),
 		Mirror:  r.Mirror,
 		Arch:    r.Arch,
+
+		IgnoreValidUntil: r.IgnoreValidUntil,
+	}
+	if r.Weekly {
+		year, week := time.Now().UTC().ISOWeek()
+		k.Week = fmt.Sprintf("%d-W%02d", year, week)
 	}
 	if k.Include == nil {
 		k.Include = []string{}
@@ -195,6 +210,9 @@ func (c *Cache) build(ctx context.Context, dir string, k ResolvedRecipe) error {
 	args := []string{"--variant=" + k.Variant, "--architectures=" + k.Arch}
 	if len(k.Include) > 0 {
 		args = append(args, "--include="+strings.Join(k.Include, ","))
+	}
+	if k.IgnoreValidUntil {
+		args = append(args, `--aptopt=Acquire::Check-Valid-Until "false"`)
 	}
 	args = append(args, k.Suite, tarPath, k.Mirror)
 	if c.Logger != nil {
