@@ -164,6 +164,15 @@ func TestAbandoned(t *testing.T) {
 	if !attached.abandoned() {
 		t.Error("running container (not detached) whose racker is gone: not abandoned")
 	}
+	ending := running
+	ending.LeaderPID, ending.LeaderStart = self, selfStart+1
+	if !ending.ending() {
+		t.Error("running, init gone: not ending")
+	}
+	ending.LeaderStart = selfStart
+	if ending.ending() {
+		t.Error("running, init there: ending")
+	}
 	unstarted := *dead
 	unstarted.NspawnPID = 0
 	if unstarted.abandoned() {

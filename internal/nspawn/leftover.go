@@ -17,6 +17,13 @@ func (r *record) abandoned() bool {
 	return (r.Status == statusStarting || !r.Detached) && r.NspawnPID != 0 && !alive(r.OwnerPID, r.OwnerStart)
 }
 
+// ending reports whether r is a booted container whose init has exited
+// while its nspawn is still winding down, as after `machinectl terminate`,
+// which returns before nspawn has exited: the container is gone.
+func (r *record) ending() bool {
+	return r.Status == statusRunning && r.LeaderPID != 0 && !alive(r.LeaderPID, r.LeaderStart)
+}
+
 // killLeftovers ends what is left of a container that is no longer
 // running as a whole: an abandoned start (see abandoned) is killed, and a
 // container init whose nspawn was killed, which would otherwise run on with

@@ -189,7 +189,7 @@ func (s containers) claim(r *record) error {
 // that decides a container is gone. The caller holds the state lock.
 func (s containers) check(name string) (r *record, live bool, err error) {
 	r, err = s.read(name)
-	if err == nil && r.Name == name && r.alive() && !r.abandoned() {
+	if err == nil && r.Name == name && r.alive() && !r.abandoned() && !r.ending() {
 		return r, true, nil
 	}
 	if err == nil {

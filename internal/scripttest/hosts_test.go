@@ -5,7 +5,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -242,25 +242,12 @@ func runHost(ctx context.Context, t *testing.T, name string, recipe testregistry
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logBuf bytes.Buffer
-	m, err := nspawn.Start(ctx, nspawn.Options{
-		Name:        fmt.Sprintf("racker-host-%s-%d", name, os.Getpid()),
-		RootFS:      tree,
-		StateDir:    t.TempDir(),
-		Binds:       binds,
-		Register:    nspawn.RegisterNo,
-		BootTimeout: 3 * time.Minute,
-		Logger:      slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	hostLeader, stop, err := bootHost(ctx, t, name, tree, binds)
 	if err != nil {
-		cant(t, "booting host %s: %v\n%s", name, err, logBuf.String())
+		cant(t, "booting host %s: %v", name, err)
 	}
-	defer func() {
-		if err := m.Shutdown(context.Background(), 30*time.Second); err != nil {
-			t.Errorf("shutting down host %s: %v", name, err)
-		}
-	}()
-	leader := strconv.Itoa(m.Leader())
+	defer stop()
+	leader := strconv.Itoa(hostLeader)
 	inHost := func(args ...string) *exec.Cmd {
 		return exec.CommandContext(ctx, "nsenter", append([]string{"-t", leader, "-a"}, args...)...)
 	}
@@ -297,6 +284,73 @@ func runHost(ctx context.Context, t *testing.T, name string, recipe testregistry
 	if runErr != nil || total == 0 || passed != total || len(inner) == 0 {
 		t.Errorf("host %s: %v; the harness inside said:\n%s", name, runErr, out.String())
 	}
+}
+
+// bootHost boots tree as a host, the way the issue checked by hand works:
+// SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --register=no
+// --keep-unit --boot, with all capabilities (a host's root has them; nspawn
+// drops CAP_NET_ADMIN and others by default, without which the host's own
+// nspawn cannot bring up a private network's loopback), on a volatile
+// overlay so the cached tree is never written. Readiness is READY=1 through
+// --notify-ready. It returns the host's init pid and what powers it off.
+func bootHost(ctx context.Context, t *testing.T, name, tree string, binds []nspawn.Bind) (int, func(), error) {
+	notify, err := nspawn.ListenNotify()
+	if err != nil {
+		return 0, nil, err
+	}
+	defer notify.Close()
+	console := filepath.Join(t.TempDir(), "console.log")
+	out, err := os.Create(console)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer out.Close()
+	args := []string{"--register=no", "--keep-unit", "--boot", "--directory=" + tree, "--volatile=overlay",
+		fmt.Sprintf("--machine=racker-host-%s-%d", name, os.Getpid()), "--capability=all",
+		"--settings=no", "--link-journal=no", "--notify-ready=yes", "--console=read-only", "--kill-signal=SIGKILL"}
+	for _, b := range binds {
+		flag := "--bind="
+		if b.ReadOnly {
+			flag = "--bind-ro="
+		}
+		spec := b.Host
+		if b.Container != "" {
+			spec += ":" + b.Container
+		}
+		args = append(args, flag+spec)
+	}
+	cmd := exec.Command("systemd-nspawn", args...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.Addr(), "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1")
+	cmd.Stdout, cmd.Stderr = out, out
+	// SIGTERM makes nspawn kill the host (--kill-signal=SIGKILL): also
+	// when this test process dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return 0, nil, err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	kill := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+	}
+	leader, err := notify.WaitReady(ctx, cmd.Process.Pid, exited, 3*time.Minute)
+	if err != nil {
+		kill()
+		b, _ := os.ReadFile(console)
+		return 0, nil, fmt.Errorf("%w; console:\n%s", err, b)
+	}
+	stop := func() {
+		// systemd powers off on SIGRTMIN+4.
+		syscall.Kill(leader, syscall.Signal(34+4))
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			t.Errorf("host %s did not power off within 30s; killed", name)
+			kill()
+		}
+	}
+	return leader, stop, nil
 }
 
 // hostBinds are the bind mounts of a host and the environment of the
