@@ -276,7 +276,7 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 	e := &probeEnv{c: c, cat: cat, stderr: stderr, rt: rt,
 		acq: acquire.Options{
 			Source:   source,
-			PullOpts: image.PullOptions{Mirrors: mirrors, Retry: retry},
+			PullOpts: image.PullOptions{Mirrors: mirrors, Retry: retry, Progress: retryLines{w: stderr}},
 		},
 		prober: &probe.Prober{
 			Cache:        &probe.Cache{Dir: filepath.Join(c.String("cache-dir"), "downloads"), Logger: logger(c), Retry: retry, Progress: stderr},

@@ -102,6 +102,7 @@ func pullOptions(c *cli.Context) (acquire.PullOptions, error) {
 		return opts, err
 	}
 	opts.PullOpts.Retry, err = retryPolicy(c)
+	opts.PullOpts.Progress = retryLines{w: opts.Stderr}
 	return opts, err
 }
 

@@ -71,3 +71,27 @@ func TestProgressRetryLines(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
 	}
 }
+
+func TestProgressLiveRetry(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf, true)
+	p.Start("x", testLayers)
+	p.Fetched(0, 20_100_000)
+	p.Retrying(0, "layer aaaaaaaaaaaa", transfer.Retry{Fault: &transfer.Fault{Kind: transfer.Dropped, At: 20_100_000}, Attempt: 2, Attempts: 5, Resume: true})
+	p.mu.Lock()
+	p.redraw()
+	p.mu.Unlock()
+	if !strings.Contains(buf.String(), "connection dropped at 20.1 MB, resuming (attempt 2/5)") {
+		t.Errorf("live display lacks the retry:\n%q", buf.String())
+	}
+	p.Fetched(0, 20_200_000) // bytes again: the layer's state is its rate
+	p.Stop()
+	if last := buf.String()[strings.LastIndex(buf.String(), "aaaaaaaaaaaa"):]; strings.Contains(last, "resuming") {
+		t.Errorf("retry still shown after bytes arrived: %q", last)
+	}
+	var lines bytes.Buffer
+	retryLines{w: &lines}.Retrying(0, "layer aaaaaaaaaaaa", transfer.Retry{Fault: &transfer.Fault{Kind: transfer.Status, Status: 503}, Attempt: 2, Attempts: 5})
+	if lines.String() != "  layer aaaaaaaaaaaa: HTTP 503 Service Unavailable, retrying (attempt 2/5)\n" {
+		t.Errorf("postroj retry line %q", lines.String())
+	}
+}

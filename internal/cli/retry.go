@@ -2,9 +2,11 @@ package cli
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/transfer"
 )
 
@@ -21,4 +23,19 @@ func retryPolicy(c *cli.Context) (transfer.Policy, error) {
 		return transfer.Policy{}, usageError{fmt.Errorf("invalid --stall-timeout %s (want a positive duration such as 30s)", d)}
 	}
 	return transfer.Policy{Stall: d}, nil
+}
+
+// retryLines is the pull progress of postroj, whose pulls are otherwise
+// quiet: only retries, one line each ("layer 8fe13ad9715c: connection
+// dropped at 20.1 MB, resuming (attempt 2/5)"), so that a slow pull never
+// looks hung. It keeps no state: postroj pull shares it between the
+// images it pulls at once.
+type retryLines struct{ w io.Writer }
+
+func (retryLines) Start(string, []image.LayerInfo) {}
+func (retryLines) Fetched(int, int64)              {}
+func (retryLines) Unpacked(int)                    {}
+
+func (p retryLines) Retrying(_ int, what string, r transfer.Retry) {
+	fmt.Fprintf(p.w, "  %s: %s\n", what, r)
 }
