@@ -56,11 +56,16 @@ type Proxy struct {
 	upstream  http.RoundTripper // transport, through transfer.Transport
 	server    *http.Server
 
-	mu      sync.Mutex
-	rec     Record
-	tunnels map[net.Conn]struct{}
-	closed  bool
+	mu       sync.Mutex
+	rec      Record
+	tunnels  map[net.Conn]struct{}
+	closed   bool
+	handlers sync.WaitGroup // requests being answered
 }
+
+// closeWait bounds how long Close waits for requests being answered: their
+// connections are closed by then, so they end as soon as they notice.
+const closeWait = 5 * time.Second
 
 // Record is what a proxy saw: every request (up to a limit), and per host
 // what it refused and what failed upstream.
@@ -157,7 +162,9 @@ func (p *Proxy) Serve(l net.Listener) error {
 	return err
 }
 
-// Close closes the listeners, open connections and tunnels.
+// Close closes the listeners, open connections and tunnels, and waits for
+// the requests being answered to end, so that no download into the cache is
+// still going on (and no unfinished file left) when it returns.
 func (p *Proxy) Close() error {
 	p.init()
 	p.mu.Lock()
@@ -167,6 +174,16 @@ func (p *Proxy) Close() error {
 	}
 	p.mu.Unlock()
 	err := p.server.Close()
+	done := make(chan struct{})
+	go func() {
+		p.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		p.logger().Warn("egress proxy: requests still running after close")
+	}
 	p.transport.CloseIdleConnections()
 	return err
 }
@@ -258,6 +275,8 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 // ServeHTTP implements the proxy.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
+	p.handlers.Add(1)
+	defer p.handlers.Done()
 	if r.Method == http.MethodConnect {
 		p.connect(w, r)
 		return

@@ -364,3 +364,31 @@ func TestCacheSweepsWhatKilledDownloadsLeft(t *testing.T) {
 		t.Error("a download in progress lost its file")
 	}
 }
+
+func TestProxyCloseEndsDownloadsInProgress(t *testing.T) {
+	started := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000000")
+		w.WriteHeader(http.StatusOK)
+		w.Write(make([]byte, 1000))
+		w.(http.Flusher).Flush()
+		close(started)
+		<-r.Context().Done()
+	}))
+	defer slow.Close()
+	cache := &Cache{Dir: t.TempDir()}
+	p := &Proxy{Allow: allow("127.0.0.1"), Cache: cache}
+	c := startProxy(t, p)
+	go func() {
+		if resp, err := c.Get(slow.URL + "/pool/slow.deb"); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	p.Close()
+	parts, _ := filepath.Glob(filepath.Join(cache.Dir, "*", "*.part"))
+	if n, _ := cache.Entries(); n != 0 || len(parts) != 0 {
+		t.Fatalf("after Close: %d entries, unfinished files %v", n, parts)
+	}
+}
