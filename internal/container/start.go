@@ -219,9 +219,13 @@ func (r *Runtime) Start(ctx context.Context, opts StartOptions) (*Container, err
 		return nil, err
 	}
 	r.logger().Info("boot", "machine", nopts.Name, "took", time.Since(t0))
+	t0 = time.Now()
 	if err := net.start(m.Leader()); err != nil {
 		m.Kill()
 		return nil, fmt.Errorf("starting %s: %w", nopts.Name, err)
+	}
+	if net != nil {
+		r.logger().Debug("network", "machine", nopts.Name, "mode", opts.Isolation.Network.Mode, "took", time.Since(t0))
 	}
 	return &Container{m: m, net: net}, nil
 }
