@@ -225,7 +225,7 @@ func (r *Runtime) Start(ctx context.Context, opts StartOptions) (*Container, err
 		return nil, fmt.Errorf("starting %s: %w", nopts.Name, err)
 	}
 	if net != nil {
-		r.logger().Debug("network", "machine", nopts.Name, "mode", opts.Isolation.Network.Mode, "took", time.Since(t0))
+		r.logger().Info("network", "machine", nopts.Name, "mode", opts.Isolation.Network.Mode, "took", time.Since(t0))
 	}
 	return &Container{m: m, net: net}, nil
 }
