@@ -555,6 +555,8 @@ func describe(err error) string {
 		return "cannot resolve " + dnsErr.Name + ": " + dnsErr.Err
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return "timed out: " + err.Error()
+	case errors.Is(err, context.Canceled):
+		return "no answer before the client gave up"
 	case errors.Is(err, syscall.ECONNRESET):
 		return "connection reset by peer"
 	case errors.Is(err, syscall.ECONNREFUSED):
