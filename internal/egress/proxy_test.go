@@ -392,3 +392,22 @@ func TestProxyCloseEndsDownloadsInProgress(t *testing.T) {
 		t.Fatalf("after Close: %d entries, unfinished files %v", n, parts)
 	}
 }
+
+func TestProxyUpstreamTimeout(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer hang.Close()
+	p := &Proxy{Allow: allow("127.0.0.1"), HeaderTimeout: 200 * time.Millisecond}
+	c := startProxy(t, p)
+	code, body, _ := get(t, c, hang.URL+"/dists/InRelease")
+	if code != http.StatusBadGateway || !strings.Contains(body, "timed out") {
+		t.Fatalf("got %d %q, want 502 saying it timed out", code, body)
+	}
+	if f := p.Record().Failures; len(f) != 1 || !strings.Contains(f[0].Error, "timed out") {
+		t.Fatalf("failures %+v", f)
+	}
+}
