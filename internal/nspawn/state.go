@@ -139,23 +139,31 @@ func (s containers) write(r *record) error {
 	if err != nil {
 		return err
 	}
-	dir := s.dir(r.Name)
-	tmp, err := os.CreateTemp(dir, ".state-*")
-	if err != nil {
+	if err := writeAtomic(filepath.Join(s.dir(r.Name), "state.json"), append(b, '\n')); err != nil {
 		return fmt.Errorf("writing state of %s: %w", r.Name, err)
 	}
-	_, err = tmp.Write(append(b, '\n'))
+	return nil
+}
+
+// writeAtomic replaces path by data: written to a temporary file next to
+// it, then renamed over it, so that readers see the old or the new
+// content, never a part.
+func writeAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, "state.json"))
+		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("writing state of %s: %w", r.Name, err)
 	}
-	return nil
+	return err
 }
 
 // claim reserves r.Name for r: it fails with ErrNameInUse if a live

@@ -92,10 +92,11 @@ func reserveRange(ctx context.Context, stateDir, name string) (*idRange, error) 
 	if err != nil {
 		return nil, fmt.Errorf("reserving user IDs for %s: %w", name, err)
 	}
-	r := &idRange{Name: name, dir: dir}
-	if err := ownRange(r); err != nil {
+	owner := &record{}
+	if err := ownRecord(owner); err != nil {
 		return nil, err
 	}
+	r := &idRange{Name: name, OwnerPID: owner.OwnerPID, OwnerStart: owner.OwnerStart, dir: dir}
 	base, ok := freeBase(held)
 	if !ok {
 		return nil, fmt.Errorf("reserving user IDs for %s: all %d ranges are in use", name, (lastIDBase-firstIDBase)/IDRangeSize)
@@ -105,16 +106,6 @@ func reserveRange(ctx context.Context, stateDir, name string) (*idRange, error) 
 		return nil, err
 	}
 	return r, nil
-}
-
-func ownRange(r *idRange) error {
-	r.OwnerPID = os.Getpid()
-	st, err := startTime(r.OwnerPID)
-	if err != nil {
-		return fmt.Errorf("reading own start time: %w", err)
-	}
-	r.OwnerStart = st
-	return nil
 }
 
 // freeBase returns the lowest range base not in held.
@@ -196,19 +187,7 @@ func (r *idRange) write() error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(r.dir, ".range-*")
-	if err != nil {
-		return fmt.Errorf("recording user IDs of %s: %w", r.Name, err)
-	}
-	_, err = tmp.Write(append(b, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), r.file())
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := writeAtomic(r.file(), append(b, '\n')); err != nil {
 		return fmt.Errorf("recording user IDs of %s: %w", r.Name, err)
 	}
 	return nil
