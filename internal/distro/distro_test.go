@@ -172,7 +172,7 @@ func TestInstallScript(t *testing.T) {
 
 func TestPrepareScript(t *testing.T) {
 	for manager, want := range map[string][]string{
-		"apt-get":  {"apt-get update -q", "apt-get install -y -q --no-install-recommends systemd systemd-sysv dbus curl ca-certificates"},
+		"apt-get":  {"apt-get update -q", "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-unsafe-io systemd systemd-sysv dbus curl ca-certificates"},
 		"dnf":      {"dnf install -y --setopt=install_weak_deps=False systemd dbus curl ca-certificates", "dnf clean all"},
 		"yum":      {"yum install -y systemd dbus curl ca-certificates", "yum clean all"},
 		"microdnf": {"microdnf install -y systemd dbus curl ca-certificates", "microdnf clean all"},

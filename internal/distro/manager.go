@@ -16,12 +16,15 @@ type Manager struct {
 	Binary string      // path in the root that proves it is there
 	Type   PackageType // the package files it installs
 
-	refresh []string          // run before installing, if the install does not refresh by itself
-	install []string          // installs packages by name; the names follow
-	files   []string          // installs package files, resolving dependencies; the paths follow
-	minimal []string          // added to install to get only what is asked for (no recommends)
-	clean   []string          // drops downloaded packages and metadata after preparing
-	names   map[string]string // generic package name -> this manager's (default: the same)
+	refresh []string // run before installing, if the install does not refresh by itself
+	install []string // installs packages by name; the names follow
+	files   []string // installs package files, resolving dependencies; the paths follow
+	minimal []string // added to install to get only what is asked for (no recommends)
+	// unsynced is added to install when preparing a tree: no sync per file
+	// written (the caller syncs the whole tree once, at the end).
+	unsynced []string
+	clean    []string          // drops downloaded packages and metadata after preparing
+	names    map[string]string // generic package name -> this manager's (default: the same)
 }
 
 // managers in order of preference when a root has several (dnf images
@@ -34,7 +37,10 @@ var managers = []Manager{
 		// its dependencies from the repositories.
 		files:   []string{"apt-get", "install", "-y", "-q"},
 		minimal: []string{"--no-install-recommends"},
-		names:   map[string]string{"init": "systemd-sysv"}},
+		// dpkg syncs every file it unpacks: a third of preparing a
+		// Debian image on this project's machines.
+		unsynced: []string{"-o", "Dpkg::Options::=--force-unsafe-io"},
+		names:    map[string]string{"init": "systemd-sysv"}},
 	{Name: "dnf", Binary: "/usr/bin/dnf", Type: RPM,
 		install: []string{"dnf", "install", "-y"},
 		files:   []string{"dnf", "install", "-y"},
@@ -163,11 +169,13 @@ func (m Manager) Packages(generic []string) []string {
 // PrepareScript returns the shell script that installs the packages named
 // pkgs (m's names) from the root's repositories and nothing else (no
 // recommended packages), then drops the package manager's caches: for
-// preparing an image that is kept.
+// preparing an image that is kept. The package manager does not sync what
+// it writes file by file: the caller syncs the tree before keeping it.
 func (m Manager) PrepareScript(pkgs []string) string {
 	var b strings.Builder
 	m.preamble(&b)
-	b.WriteString(shellJoin(append(append(slices.Clone(m.install), m.minimal...), pkgs...)) + "\n")
+	args := append(append(slices.Clone(m.install), m.minimal...), m.unsynced...)
+	b.WriteString(shellJoin(append(args, pkgs...)) + "\n")
 	if m.clean != nil {
 		b.WriteString(shellJoin(m.clean) + "\n")
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/distro"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrNotBootable is wrapped by errors about images that cannot be made to
@@ -141,6 +143,11 @@ func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Pr
 	if still, err := distro.Missing(rootfs); err != nil || len(still) > 0 {
 		return Prepared{}, fmt.Errorf("%s ran but the image still lacks %s", pm.Name, strings.Join(still, ", "))
 	}
+	// The package manager did not sync file by file (PrepareScript): one
+	// sync of the file system before the tree is kept.
+	if err := syncFS(rootfs); err != nil {
+		return Prepared{}, fmt.Errorf("syncing the prepared image: %w", err)
+	}
 	rec := preparedRecord{Installed: pkgs, Manager: pm.Name, Prepared: time.Now().UTC(), Took: time.Since(t0).Round(time.Millisecond).String()}
 	b, _ := json.MarshalIndent(rec, "", "  ")
 	if err := os.WriteFile(filepath.Join(work, "prepared.json"), b, 0o600); err != nil {
@@ -218,4 +225,14 @@ func (s *Store) RunnableRootFS(ctx context.Context, img Image) (string, error) {
 		return "", &Error{Op: "preparing", Ref: img.Reference, Err: err}
 	}
 	return rootfs, nil
+}
+
+// syncFS writes out everything cached of the file system holding dir.
+func syncFS(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
 }

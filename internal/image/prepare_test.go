@@ -66,7 +66,7 @@ func TestPrepare(t *testing.T) {
 	if p.RootFS == base || p.Manager != "apt-get" || !reflect.DeepEqual(p.Installed, []string{"systemd-sysv", "dbus", "curl", "ca-certificates"}) {
 		t.Fatalf("Prepare = %+v", p)
 	}
-	if !strings.Contains(scripts[0], "apt-get install -y -q --no-install-recommends systemd-sysv dbus curl ca-certificates") {
+	if !strings.Contains(scripts[0], "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-unsafe-io systemd-sysv dbus curl ca-certificates") {
 		t.Errorf("script = %q", scripts[0])
 	}
 	if m, _ := distro.Missing(base); len(m) != 4 {
