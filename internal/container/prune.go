@@ -10,8 +10,11 @@ import (
 // the locks that guard each: tmp/ entries of pulls, preparations and builds
 // whose lock nobody holds (image.Store.CleanTemp), lock files of images
 // that are gone (image.Store.PruneLocks), and containers whose processes
-// are gone or whose start was cut short, with what they left on the host
-// (List, through nspawn's one check of a container's state). Every
+// are gone or whose racker died before they were detached, with what they
+// left on the host (List: nspawn's one check of a container's state kills
+// what is left of their processes, and nspawn.PruneRanges releases the
+// user-namespace ID ranges and cgroups of containers that are gone; their
+// mounts lived in a mount namespace of their own and went with them). Every
 // racker and postroj command that touches the store or the container list
 // calls it first; it is also safe to call at any time from any number of
 // processes.
