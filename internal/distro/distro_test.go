@@ -147,8 +147,8 @@ func TestInstallScript(t *testing.T) {
 		names, path []string
 		want        []string // lines after the preamble
 	}{
-		{"apt-get", nil, paths, []string{"apt-get update -q", "apt-get install -y -q /run/postroj/packages/x_1.0_amd64.deb"}},
-		{"apt-get", []string{"apache2"}, nil, []string{"apt-get update -q", "apt-get install -y -q apache2"}},
+		{"apt-get", nil, paths, []string{"apt-get update -q -o Acquire::Languages=none", "apt-get install -y -q /run/postroj/packages/x_1.0_amd64.deb"}},
+		{"apt-get", []string{"apache2"}, nil, []string{"apt-get update -q -o Acquire::Languages=none", "apt-get install -y -q apache2"}},
 		{"dnf", nil, rpms, []string{"dnf install -y /run/postroj/packages/grafana-8.5.1-1.x86_64.rpm"}},
 		{"yum", []string{"httpd"}, rpms, []string{"yum install -y httpd", "yum install -y /run/postroj/packages/grafana-8.5.1-1.x86_64.rpm"}},
 		{"microdnf", nil, rpms, []string{"microdnf install -y /run/postroj/packages/grafana-8.5.1-1.x86_64.rpm"}},
@@ -156,7 +156,7 @@ func TestInstallScript(t *testing.T) {
 		{"zypper", []string{"apache2"}, nil, []string{"zypper --non-interactive --gpg-auto-import-keys install apache2"}},
 		{"pacman", nil, []string{"/run/postroj/packages/x-1-1-any.pkg.tar.zst"}, []string{"pacman -Sy --noconfirm", "pacman -U --noconfirm /run/postroj/packages/x-1-1-any.pkg.tar.zst"}},
 		{"pacman", []string{"apache"}, nil, []string{"pacman -Sy --noconfirm", "pacman -S --noconfirm --needed apache"}},
-		{"apt-get", nil, []string{"/run/postroj/packages/it's.deb"}, []string{"apt-get update -q", `apt-get install -y -q '/run/postroj/packages/it'\''s.deb'`}},
+		{"apt-get", nil, []string{"/run/postroj/packages/it's.deb"}, []string{"apt-get update -q -o Acquire::Languages=none", `apt-get install -y -q '/run/postroj/packages/it'\''s.deb'`}},
 	} {
 		m, ok := LookupManager(tt.manager)
 		if !ok {
@@ -172,7 +172,7 @@ func TestInstallScript(t *testing.T) {
 
 func TestPrepareScript(t *testing.T) {
 	for manager, want := range map[string][]string{
-		"apt-get":  {"apt-get update -q", "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-unsafe-io systemd systemd-sysv dbus curl ca-certificates"},
+		"apt-get":  {"apt-get update -q -o Acquire::Languages=none", "apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-unsafe-io systemd systemd-sysv dbus curl ca-certificates"},
 		"dnf":      {"dnf install -y --setopt=install_weak_deps=False systemd dbus curl ca-certificates", "dnf clean all"},
 		"yum":      {"yum install -y systemd dbus curl ca-certificates", "yum clean all"},
 		"microdnf": {"microdnf install -y systemd dbus curl ca-certificates", "microdnf clean all"},

@@ -31,7 +31,9 @@ type Manager struct {
 // often carry yum as a compatibility link).
 var managers = []Manager{
 	{Name: "apt-get", Binary: "/usr/bin/apt-get", Type: Deb,
-		refresh: []string{"apt-get", "update", "-q"},
+		// Without the descriptions' translations, 40% of a Debian
+		// release's index: installing needs none of them.
+		refresh: []string{"apt-get", "update", "-q", "-o", "Acquire::Languages=none"},
 		install: []string{"apt-get", "install", "-y", "-q"},
 		// A path (not a name) makes apt-get install that file and resolve
 		// its dependencies from the repositories.
