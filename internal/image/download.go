@@ -99,15 +99,12 @@ func (d *downloads) again(ctx context.Context, i int, what string, f func() erro
 	if attempts <= 0 {
 		attempts = transfer.DefaultAttempts
 	}
-	wait := transfer.DefaultBase
-	if d.policy.Base > 0 {
-		wait = d.policy.Base
-	}
 	for attempt := 1; ; attempt++ {
 		err := f()
 		if err == nil || ctx.Err() != nil || attempt >= attempts || !reopenable(err) {
 			return err
 		}
+		wait := d.policy.Backoff(attempt)
 		if d.progress != nil {
 			d.progress.Retrying(i, what, transfer.Retry{Fault: &transfer.Fault{Err: err},
 				Attempt: attempt + 1, Attempts: attempts, Wait: wait})
@@ -117,7 +114,6 @@ func (d *downloads) again(ctx context.Context, i int, what string, f func() erro
 			return ctx.Err()
 		case <-time.After(wait):
 		}
-		wait *= 2
 	}
 }
 

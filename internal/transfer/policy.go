@@ -61,10 +61,10 @@ func (p Policy) total() time.Duration {
 	return p.Total
 }
 
-// backoff is the wait before retry number n (1 for the first retry):
+// Backoff is the wait before retry number n (1 for the first retry):
 // Base*2^(n-1) capped at Max, less a random part of up to a half, so
 // that clients failing together do not retry together.
-func (p Policy) backoff(n int) time.Duration {
+func (p Policy) Backoff(n int) time.Duration {
 	base, max := p.Base, p.Max
 	if base <= 0 {
 		base = DefaultBase
@@ -145,7 +145,7 @@ func (r *Retrier) Retry(ctx context.Context, f *Fault, resume bool, abandon <-ch
 	if r.attempt >= attempts {
 		return &Error{URL: r.URL, Fault: f, Attempts: r.attempt}
 	}
-	wait := r.Policy.backoff(r.attempt)
+	wait := r.Policy.Backoff(r.attempt)
 	if f.hasRetryAfter {
 		wait = f.retryAfter
 	}

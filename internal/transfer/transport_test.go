@@ -258,3 +258,14 @@ func TestRetryAfterParses(t *testing.T) {
 		}
 	}
 }
+
+func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
+	p := transfer.Policy{Base: 100 * time.Millisecond, Max: 400 * time.Millisecond}
+	for n, full := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 9: 400 * time.Millisecond} {
+		for range 20 {
+			if d := p.Backoff(n); d < full/2 || d > full {
+				t.Fatalf("Backoff(%d) = %s, want within [%s, %s]", n, d, full/2, full)
+			}
+		}
+	}
+}
