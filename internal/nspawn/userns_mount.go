@@ -245,24 +245,3 @@ func idmapUserNS(base uint32) (*os.File, error) {
 	}
 	return f, nil
 }
-
-// readIDBase returns the host ID of the root of the user namespace of pid,
-// from its uid_map, and whether that namespace is private (not the
-// host's identity mapping).
-func readIDBase(pid int) (uint32, bool, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/uid_map")
-	if err != nil {
-		return 0, false, err
-	}
-	var inside, outside, count uint64
-	if _, err := fmt.Sscan(string(b), &inside, &outside, &count); err != nil {
-		return 0, false, fmt.Errorf("parsing uid_map of %d: %w", pid, err)
-	}
-	if inside == 0 && outside == 0 && count == 4294967295 {
-		return 0, false, nil
-	}
-	if inside != 0 {
-		return 0, false, fmt.Errorf("uid_map of %d does not map root", pid)
-	}
-	return uint32(outside), true, nil
-}

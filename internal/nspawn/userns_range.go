@@ -70,7 +70,8 @@ func (r *idRange) file() string {
 	return filepath.Join(r.dir, strconv.FormatUint(uint64(r.Base), 10)+".json")
 }
 
-// lockRanges takes the lock of the userns directory of stateDir.
+// lockRanges takes the lock of dir, a state directory's userns/ (see
+// idRange), creating it.
 func lockRanges(ctx context.Context, dir string) (func(), error) {
 	if err := os.MkdirAll(filepath.Join(dir, "mnt"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)
