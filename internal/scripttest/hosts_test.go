@@ -57,8 +57,9 @@ const hostScripts = `^(pull_.*|run_.*|pkgprobe_webfs|pkgprobe_unit_fails|selftes
 // hostScriptDir holds the scripts that run only inside the test hosts.
 var hostScriptDir = filepath.Join("..", "..", "testdata", "script-host")
 
-// hostPackages are what a test host has on top of minbase.
-var hostPackages = []string{"systemd-sysv", "systemd-container", "dbus", "ca-certificates"}
+// hostPackages are what a test host has on top of minbase (procps: scripts
+// look at processes with ps, as on any installed system).
+var hostPackages = []string{"systemd-sysv", "systemd-container", "dbus", "ca-certificates", "procps"}
 
 // testHosts are the hosts of the matrix, by name.
 var testHosts = []struct {
