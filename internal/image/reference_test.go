@@ -1,6 +1,9 @@
 package image
 
-import "testing"
+import (
+	"reflect"
+	"testing"
+)
 
 const sixtyFour = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -30,11 +33,9 @@ func TestParseMirrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := m.String(), "docker.io=127.0.0.1:5000,docker.io=[::1]:5001,quay.io=mirror.example:5000"; got != want {
-		t.Errorf("ParseMirrors = %q, want %q", got, want)
-	}
-	if m["docker.io"][0] != "127.0.0.1:5000" {
-		t.Errorf("mirror order lost: %v", m["docker.io"])
+	// In order, per registry.
+	if want := (Mirrors{"docker.io": {"127.0.0.1:5000", "[::1]:5001"}, "quay.io": {"mirror.example:5000"}}); !reflect.DeepEqual(m, want) {
+		t.Errorf("ParseMirrors = %q, want %q", m, want)
 	}
 	for _, bad := range []string{"docker.io", "=x", "docker.io=", "docker.io=host/path"} {
 		if _, err := ParseMirrors(bad); err == nil {

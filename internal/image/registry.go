@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sort"
 	"strings"
 	"syscall"
 
@@ -45,18 +44,6 @@ func ParseMirrors(s string) (Mirrors, error) {
 		m[reg] = append(m[reg], mirror)
 	}
 	return m, nil
-}
-
-// String renders m in the syntax ParseMirrors reads.
-func (m Mirrors) String() string {
-	var parts []string
-	for reg, hosts := range m {
-		for _, h := range hosts {
-			parts = append(parts, reg+"="+h)
-		}
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ",")
 }
 
 // isLoopbackHost reports whether host ("127.0.0.1:5000", "[::1]:80",

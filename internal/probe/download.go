@@ -275,7 +275,6 @@ type fetch struct {
 	resumed     bool
 }
 
-func (f *fetch) file() string     { return filepath.Join(f.entry, f.name) }
 func (f *fetch) partFile() string { return filepath.Join(f.entry, "download.part") }
 func (f *fetch) metaFile() string { return filepath.Join(f.entry, "meta.json") }
 func (f *fetch) partMeta() string { return filepath.Join(f.entry, "part.json") }
