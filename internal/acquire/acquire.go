@@ -13,6 +13,7 @@ import (
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/mirror"
 	"github.com/racker-postroj/racker/internal/nspawn"
@@ -174,13 +175,13 @@ func stored(ctx context.Context, rt *container.Runtime, e curated.Entry, opts Op
 		return image.Image{}, err
 	}
 	if built, lerr := rt.Store.Lookup(image.MustParseReference(e.MirrorReference())); lerr == nil && !opts.Rebuild {
-		opts.notify(fmt.Sprintf("%s; using the image built from %s on %s", oneLine(err.Error()), e.Mirror.URL, built.Pulled.Format(time.DateOnly)))
+		opts.notify(fmt.Sprintf("%s; using the image built from %s on %s", humanize.OneLine(err.Error()), e.Mirror.URL, built.Pulled.Format(time.DateOnly)))
 		return built, nil
 	}
-	opts.notify(fmt.Sprintf("%s; building it from %s instead", oneLine(err.Error()), e.Mirror.URL))
+	opts.notify(fmt.Sprintf("%s; building it from %s instead", humanize.OneLine(err.Error()), e.Mirror.URL))
 	img, merr := mirrorImage(ctx, rt, e, opts)
 	if merr != nil {
-		return image.Image{}, fmt.Errorf("%s; then %w", oneLine(err.Error()), merr)
+		return image.Image{}, fmt.Errorf("%s; then %w", humanize.OneLine(err.Error()), merr)
 	}
 	return img, nil
 }
@@ -354,5 +355,3 @@ func Select(cat *curated.Catalogue, sel Selection) ([]curated.Entry, error) {
 	}
 	return out, nil
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // PullOptions configure Pull.
@@ -119,7 +119,7 @@ func writeSummary(w io.Writer, results []Result) int {
 		result, detail := "ok", r.Image.Image.Reference
 		if r.Err != nil {
 			failed++
-			result, detail = "failed", oneLine(strings.ReplaceAll(r.Err.Error(), "\n", "; "))
+			result, detail = "failed", humanize.OneLine(r.Err.Error())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%.1fs\t%s\n", r.Entry.Name, result, r.Took.Seconds(), detail)
 	}

@@ -9,10 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // Version is the version both binaries report; set with -ldflags at build time.
@@ -73,7 +74,7 @@ func run(app *cli.App, args []string, prog string, failure int) int {
 	case errors.As(err, new(usageError)) && prog == "postroj":
 		code = 2
 	}
-	if msg := oneLine(err.Error()); msg != "" {
+	if msg := humanize.OneLine(err.Error()); msg != "" {
 		fmt.Fprintf(errWriter(app), "%s: %s%s\n", prog, msg, userNSHint(err))
 	}
 	return code
@@ -107,10 +108,6 @@ func (e usageError) Error() string { return e.err.Error() + " (see --help)" }
 func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
-}
 
 // logger returns the logger a command passes to the libraries: silent
 // unless --verbose was given.

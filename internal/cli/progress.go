@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/transfer"
 )
@@ -49,7 +50,7 @@ func (p *progress) Start(ref string, layers []image.LayerInfo) {
 		total += l.Size
 	}
 	if !p.live {
-		fmt.Fprintf(p.w, "Pulling %s: %s in %s\n", ref, humanBytes(total), plural(len(layers), "layer"))
+		fmt.Fprintf(p.w, "Pulling %s: %s in %s\n", ref, humanize.Bytes(total), plural(len(layers), "layer"))
 		return
 	}
 	p.wg.Add(1)
@@ -109,7 +110,7 @@ func (p *progress) Unpacked(i int) {
 	if !p.live {
 		l := p.layers[i]
 		fmt.Fprintf(p.w, "  layer %d/%d %s %s unpacked (%.1fs)\n", i+1, len(p.layers), shortDigest(l.Digest),
-			humanBytes(l.Size), time.Since(p.started).Seconds())
+			humanize.Bytes(l.Size), time.Since(p.started).Seconds())
 	}
 }
 
@@ -149,9 +150,9 @@ func (p *progress) redraw() {
 			state = "unpacking"
 		case p.fetched[i] > 0:
 			rate := float64(p.fetched[i]) / secs
-			state = fmt.Sprintf("fetching %s/s", humanBytes(int64(rate)))
+			state = fmt.Sprintf("fetching %s/s", humanize.Bytes(int64(rate)))
 		}
-		fmt.Fprintf(p.w, "\x1b[2K%s  %9s / %-9s  %s\n", shortDigest(l.Digest), humanBytes(p.fetched[i]), humanBytes(l.Size), state)
+		fmt.Fprintf(p.w, "\x1b[2K%s  %9s / %-9s  %s\n", shortDigest(l.Digest), humanize.Bytes(p.fetched[i]), humanize.Bytes(l.Size), state)
 	}
 	p.drawn = len(p.layers)
 }

@@ -7,8 +7,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/image"
-	"github.com/racker-postroj/racker/internal/transfer"
 )
 
 func imagesCommand() *cli.Command {
@@ -42,7 +42,7 @@ func imagesCommand() *cli.Command {
 			fmt.Fprintln(tw, "REFERENCE\tDIGEST\tPLATFORM\tSIZE\tPULLED")
 			for _, img := range imgs {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", img.Reference, shortDigest(img.Digest), img.Platform,
-					humanBytes(img.Size), humanAgo(time.Since(img.Pulled)))
+					humanize.Bytes(img.Size), humanAgo(time.Since(img.Pulled)))
 			}
 			return tw.Flush()
 		},
@@ -55,8 +55,6 @@ func shortDigest(d string) string {
 	}
 	return d
 }
-
-func humanBytes(n int64) string { return transfer.Bytes(n) }
 
 func humanAgo(d time.Duration) string {
 	switch {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/humanize"
 
 	"golang.org/x/sys/unix"
 )
@@ -120,11 +121,11 @@ func (s *Store) prepare(ctx context.Context, img Image, opts PrepareOptions) (Pr
 		if ctx.Err() != nil {
 			return Prepared{}, ctx.Err()
 		}
-		return Prepared{}, fmt.Errorf("copying the image: %v: %s", err, oneLine(string(out)))
+		return Prepared{}, fmt.Errorf("copying the image: %v: %s", err, humanize.OneLine(string(out)))
 	}
 	s.Logger.Info("copied image", "took", time.Since(t0))
 
-	var tail OutputTail
+	var tail humanize.Tail
 	out := io.Writer(&tail)
 	if opts.Output != nil {
 		out = io.MultiWriter(opts.Output, &tail)
@@ -216,7 +217,7 @@ func (s *Store) RunnableRootFS(ctx context.Context, img Image) (string, error) {
 	// Hard links share the image's inodes: containers only ever see the
 	// tree through a read-only overlay.
 	if out, err := exec.CommandContext(ctx, "cp", "-al", img.RootFS, filepath.Join(work, "rootfs")).CombinedOutput(); err != nil {
-		return "", &Error{Op: "preparing", Ref: img.Reference, Err: fmt.Errorf("linking the image: %v: %s", err, oneLine(string(out)))}
+		return "", &Error{Op: "preparing", Ref: img.Reference, Err: fmt.Errorf("linking the image: %v: %s", err, humanize.OneLine(string(out)))}
 	}
 	if err := os.Mkdir(filepath.Join(work, "rootfs", "usr"), 0o755); err != nil {
 		return "", &Error{Op: "preparing", Ref: img.Reference, Err: err}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/transfer"
 )
 
@@ -100,7 +101,7 @@ func describe(err error) string {
 		case http.StatusTooManyRequests:
 			return "rate limited by the registry (HTTP 429)"
 		}
-		return oneLine(terr.Error())
+		return humanize.OneLine(terr.Error())
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
@@ -126,7 +127,7 @@ func describe(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "timed out talking to the registry"
 	}
-	return oneLine(err.Error())
+	return humanize.OneLine(err.Error())
 }
 
 // isRegistryAnswer reports whether err is a definite answer from a registry
@@ -135,9 +136,4 @@ func isRegistryAnswer(err error) bool {
 	var terr *transport.Error
 	var xerr *transfer.Error
 	return errors.As(err, &terr) || (errors.As(err, &xerr) && xerr.Fault.Kind == transfer.Status)
-}
-
-func oneLine(s string) string {
-	s = strings.ReplaceAll(s, "\r", " ")
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
 }

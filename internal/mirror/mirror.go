@@ -27,6 +27,7 @@ import (
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/flock"
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/image"
 )
 
@@ -307,7 +308,7 @@ func (l *tarLayer) MediaType() (types.MediaType, error)  { return types.OCIUncom
 // cancellation the command gets SIGTERM (mmdebstrap cleans up after
 // itself) and, after a grace period, SIGKILL.
 func run(ctx context.Context, out io.Writer, name string, args ...string) error {
-	var tail image.OutputTail
+	var tail humanize.Tail
 	w := io.Writer(&tail)
 	if out != nil {
 		w = io.MultiWriter(out, &tail)

@@ -3,10 +3,11 @@ package nspawn
 import (
 	"bytes"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 	"sync/atomic"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // propagateNoise starts the line nspawn prints on exit when /run is not a
@@ -19,41 +20,25 @@ const propagateNoise = `Attempted to remove disk file system under "/run/systemd
 // status lines with.
 var ansiEscape = regexp.MustCompile(`\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]`)
 
-// consoleLines returns the last n non-empty lines of console output b, with
-// control sequences, carriage returns and nspawn's propagate noise removed.
-func consoleLines(b []byte, n int) []string {
-	text := ansiEscape.ReplaceAllString(string(b), "")
+// consoleLines returns the last n lines of console output b as a terminal
+// showed them (see humanize.Lines), nspawn's propagate noise left out.
+func consoleLines(b []byte, n int) []string { return lastConsoleLines(humanize.Lines(b), n) }
+
+// tailFile returns the last n console lines (see consoleLines) of the file
+// name, reading at most its last 64 KiB.
+func tailFile(name string, n int) []string { return lastConsoleLines(humanize.ReadTail(name, 0), n) }
+
+func lastConsoleLines(all []string, n int) []string {
 	var lines []string
-	for _, l := range strings.Split(text, "\n") {
-		if i := strings.LastIndexByte(strings.TrimRight(l, "\r"), '\r'); i >= 0 {
-			l = l[i+1:] // a line redrawn in place: keep what was shown last
+	for _, l := range all {
+		if !strings.HasPrefix(l, propagateNoise) {
+			lines = append(lines, l)
 		}
-		l = strings.TrimRight(l, "\r \t")
-		if l == "" || strings.HasPrefix(l, propagateNoise) {
-			continue
-		}
-		lines = append(lines, l)
 	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
 	return lines
-}
-
-// tailFile returns the last n console lines of file name (see
-// consoleLines), reading at most its last 64 KiB.
-func tailFile(name string, n int) []string {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	const max = 64 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > max {
-		f.Seek(fi.Size()-max, io.SeekStart)
-	}
-	b, _ := io.ReadAll(io.LimitReader(f, max))
-	return consoleLines(b, n)
 }
 
 // noiseFilter passes bytes through to w except whole lines equal to drop.

@@ -13,6 +13,7 @@ import (
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/egress"
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -161,7 +162,7 @@ func (p *Prober) Run(ctx context.Context, spec Spec) (*Report, error) {
 	err := p.run(ctx, spec, r)
 	r.finish()
 	if err != nil && r.Error == "" {
-		r.Error = oneLine(err.Error())
+		r.Error = humanize.OneLine(err.Error())
 	}
 	return r, err
 }
@@ -210,7 +211,7 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 		}
 		s.Package = &pkg
 		s.Name = pkg.Name
-		s.end(Passed, fmt.Sprintf("%s, %s, %s", pkg.Type, humanSize(pkg.Size), pkg.How))
+		s.end(Passed, fmt.Sprintf("%s, %s, %s", pkg.Type, humanize.Bytes(pkg.Size), pkg.How))
 		log.Info("package", "source", src, "type", pkg.Type, "how", pkg.How, "took", s.Seconds)
 		pkgs = append(pkgs, pkg)
 	}
@@ -397,16 +398,16 @@ func pkgNames(pkgs []Package) []string {
 // then says why); err is for an interrupted or lost container.
 func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, names, paths []string, s *Step) (ok bool, err error) {
 	script := mgr.InstallScript(names, paths)
-	tail := newTail(outputTail)
-	var out io.Writer = tail
+	var tail humanize.Tail
+	var out io.Writer = &tail
 	if p.Output != nil {
-		out = io.MultiWriter(tail, p.Output)
+		out = io.MultiWriter(&tail, p.Output)
 	}
 	w := &syncWriter{w: out}
 	ictx, cancel := context.WithTimeout(ctx, InstallTimeout)
 	defer cancel()
 	code, err := m.Exec(ictx, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Stdout: w, Stderr: w})
-	s.Output = tail.String()
+	s.Output = commandOutput(&tail)
 	switch {
 	case ctx.Err() != nil:
 		s.endErr(Errored, ctx.Err())
@@ -426,14 +427,14 @@ func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, nam
 }
 
 func (p *Prober) command(ctx context.Context, m Machine, args []string, s *Step) error {
-	tail := newTail(outputTail)
-	var out io.Writer = tail
+	var tail humanize.Tail
+	var out io.Writer = &tail
 	if p.Output != nil {
-		out = io.MultiWriter(tail, p.Output)
+		out = io.MultiWriter(&tail, p.Output)
 	}
 	w := &syncWriter{w: out}
 	code, err := m.Exec(ctx, nspawn.Process{Args: args, Stdout: w, Stderr: w})
-	s.Output = tail.String()
+	s.Output = commandOutput(&tail)
 	var ee *nspawn.ExecError
 	switch {
 	case ctx.Err() != nil:
@@ -450,14 +451,4 @@ func (p *Prober) command(ctx context.Context, m Machine, args []string, s *Step)
 		s.end(Passed, "exit status 0")
 	}
 	return nil
-}
-
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

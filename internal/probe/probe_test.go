@@ -15,6 +15,7 @@ import (
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/egress"
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -350,11 +351,11 @@ func TestReportJSONAndJUnit(t *testing.T) {
 }
 
 func TestTailBuffer(t *testing.T) {
-	tb := newTail(3)
-	tb.Write([]byte("one\ntwo\n(Reading database ... \r(Reading database ... 50%\r(Reading database ... 9744 files.)\r\nfour\nfi"))
+	var tb humanize.Tail
+	tb.Write([]byte(strings.Repeat("line\n", outputTail) + "(Reading database ... \r(Reading database ... 50%\r(Reading database ... 9744 files.)\r\nfour\nfi"))
 	tb.Write([]byte("ve"))
-	want := "(Reading database ... 9744 files.)\nfour\nfive\n"
-	if got := tb.String(); got != want {
+	want := strings.Repeat("line\n", outputTail-3) + "(Reading database ... 9744 files.)\nfour\nfive\n"
+	if got := commandOutput(&tb); got != want {
 		t.Errorf("tail = %q, want %q", got, want)
 	}
 }

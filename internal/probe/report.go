@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/egress"
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // Result is the outcome of a step or a whole probe.
@@ -148,7 +149,7 @@ func (s *Step) end(res Result, summary string) {
 }
 
 func (s *Step) endErr(res Result, err error) {
-	s.Error = oneLine(err.Error())
+	s.Error = humanize.OneLine(err.Error())
 	s.end(res, "")
 }
 
@@ -159,10 +160,6 @@ func (r *Report) skip(kind, name, why string) {
 
 func roundSeconds(d time.Duration) float64 {
 	return float64(d.Round(time.Millisecond)) / float64(time.Second)
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", "; ")), " ")
 }
 
 // finish sets the overall result from the steps: Errored if any step

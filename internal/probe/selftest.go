@@ -12,6 +12,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // Selftest suites: what `postroj selftest` runs on every image.
@@ -152,7 +154,7 @@ func (st *Selftest) Run(ctx context.Context, suite string, images []SelftestImag
 			}
 			ir := ImageResult{Name: img.Name, Reference: acquired.Reference, Result: Passed, Seconds: roundSeconds(time.Since(t0))}
 			if aerr != nil {
-				ir.Result, ir.Error = Errored, oneLine(aerr.Error())
+				ir.Result, ir.Error = Errored, humanize.OneLine(aerr.Error())
 				if img.SkipUnreachable && Unreachable(aerr) {
 					ir.Result = Skipped
 				}

@@ -21,8 +21,10 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/flock"
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/testenv"
 )
 
@@ -269,10 +271,10 @@ func compress(ctx context.Context, src, dst string) (string, error) {
 		cmd := command(ctx, "pigz", "-6", "-c")
 		cmd.Stdin = in
 		cmd.Stdout = out
-		var stderr strings.Builder
+		var stderr humanize.Tail
 		cmd.Stderr = &stderr
 		if err := cmd.Run(); err != nil {
-			return "", fmt.Errorf("pigz: %w: %s", err, tail(stderr.String(), 2000))
+			return "", fmt.Errorf("pigz: %w: %s", err, stderr.Last(20))
 		}
 		return "pigz", out.Close()
 	}

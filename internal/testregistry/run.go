@@ -1,7 +1,6 @@
 package testregistry
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // command returns an exec.Cmd that is killed when ctx ends and whose I/O is
@@ -24,20 +25,11 @@ func command(ctx context.Context, name string, args ...string) *exec.Cmd {
 // returns an error that carries the tail of the command's stderr.
 func run(ctx context.Context, out io.Writer, name string, args ...string) error {
 	cmd := command(ctx, name, args...)
-	var stderr bytes.Buffer
+	var stderr humanize.Tail
 	cmd.Stdout = out
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(stderr.String(), 2000))
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, stderr.Last(20))
 	}
 	return nil
-}
-
-// tail returns at most the last n bytes of s, trimmed.
-func tail(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		s = "..." + s[len(s)-n:]
-	}
-	return s
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // RegistryBinary is where Debian's docker-registry package installs the
@@ -182,8 +184,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 }
 
 func (s *Server) logTail() string {
-	data, _ := os.ReadFile(s.logPath)
-	return tail(string(data), 2000)
+	return strings.Join(humanize.ReadTail(s.logPath, 20), " | ")
 }
 
 // Addr returns the registry's host:port, such as "127.0.0.1:40123".

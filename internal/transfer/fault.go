@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // Kind is what went wrong in one attempt of a download.
@@ -39,9 +41,9 @@ type Fault struct {
 func (f *Fault) String() string {
 	switch f.Kind {
 	case Dropped:
-		return "connection dropped at " + Bytes(f.At)
+		return "connection dropped at " + humanize.Bytes(f.At)
 	case Stalled:
-		return fmt.Sprintf("no bytes for %s at %s", f.Stall, Bytes(f.At))
+		return fmt.Sprintf("no bytes for %s at %s", f.Stall, humanize.Bytes(f.At))
 	case Status:
 		return fmt.Sprintf("HTTP %d %s", f.Status, http.StatusText(f.Status))
 	case Unreachable:
@@ -116,9 +118,9 @@ func (e *Error) Describe(what string) string {
 	f := e.Fault
 	switch f.Kind {
 	case Dropped:
-		s = fmt.Sprintf("connection to %s dropped after %s%s", host, Bytes(f.At), of)
+		s = fmt.Sprintf("connection to %s dropped after %s%s", host, humanize.Bytes(f.At), of)
 	case Stalled:
-		s = fmt.Sprintf("connection to %s stalled (no bytes for %s) after %s%s", host, f.Stall, Bytes(f.At), of)
+		s = fmt.Sprintf("connection to %s stalled (no bytes for %s) after %s%s", host, f.Stall, humanize.Bytes(f.At), of)
 	case Status:
 		if what != "" {
 			of = " for " + what
@@ -145,17 +147,3 @@ func pluralAttempts(n int) string {
 
 // errStalled is the cause of an attempt's context when it stalled.
 var errStalled = errors.New("stalled")
-
-// Bytes renders n in decimal units as progress lines do: "20.1 MB".
-func Bytes(n int64) string {
-	const unit = 1000
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
-}

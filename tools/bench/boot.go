@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -243,7 +243,7 @@ func bootFloor(ctx context.Context, r *runner, dir, rootfs string, mask []string
 		}
 		r.account(cmd.ProcessState)
 		return fmt.Errorf("systemd-nspawn %s: %w (%v); output: %s", strings.Join(cmd.Args[1:], " "), err, cmd.ProcessState,
-			fileTail(consoleLog, 1000))
+			strings.Join(humanize.ReadTail(consoleLog, 10), " | "))
 	}
 
 	leader, err := notify.WaitReady(ctx, cmd.Process.Pid, exited, time.Minute)
@@ -272,7 +272,7 @@ func bootFloor(ctx context.Context, r *runner, dir, rootfs string, mask []string
 	r.phase("stop", time.Since(t2))
 	r.account(cmd.ProcessState)
 	if waitErr != nil {
-		return fmt.Errorf("systemd-nspawn after poweroff: %w; output: %s", waitErr, fileTail(consoleLog, 1000))
+		return fmt.Errorf("systemd-nspawn after poweroff: %w; output: %s", waitErr, strings.Join(humanize.ReadTail(consoleLog, 10), " | "))
 	}
 	return nil
 }
@@ -287,12 +287,6 @@ func environWithout(keys ...string) []string {
 		}
 	}
 	return out
-}
-
-// fileTail returns the last n bytes of a file, or "".
-func fileTail(path string, n int) string {
-	data, _ := os.ReadFile(path)
-	return tail(string(bytes.ToValidUTF8(data, nil)), n)
 }
 
 // maskedUnits is what racker's --fast-boot masks.

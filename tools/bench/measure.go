@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // sample is one timed run of a case.
@@ -70,18 +72,9 @@ func (r *runner) exec2(ctx context.Context, name string, args ...string) (string
 	err := cmd.Run()
 	r.account(cmd.ProcessState)
 	if err != nil {
-		return stdout.String(), stderr.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, tail(stderr.String(), 1000))
+		return stdout.String(), stderr.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, humanize.Last(stderr.Bytes(), 10))
 	}
 	return stdout.String(), stderr.String(), nil
-}
-
-// tail returns at most the last n bytes of s, trimmed.
-func tail(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		s = "..." + s[len(s)-n:]
-	}
-	return s
 }
 
 // summary condenses the samples of one case.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/testenv"
 )
 
@@ -111,7 +112,7 @@ func webfsProbe(ctx context.Context, e *env, r *runner, dir, cache string, warm 
 	stdout, err := r.exec(ctx, e.postroj, "--root", e.probe.root, "pkgprobe", "--image="+probeImage, "--package="+webfsURL,
 		"--check-unit=webfs", "--check-network=http://localhost:8000", "--report="+report)
 	if err != nil {
-		return fmt.Errorf("%w; stdout: %s", err, tail(stdout, 1000))
+		return fmt.Errorf("%w; stdout: %s", err, humanize.Last([]byte(stdout), 10))
 	}
 	var rep struct {
 		Result string `json:"result"`
@@ -131,10 +132,10 @@ func webfsProbe(ctx context.Context, e *env, r *runner, dir, cache string, warm 
 		return fmt.Errorf("webfs report: %w", err)
 	}
 	if rep.Result != "passed" {
-		return fmt.Errorf("webfs probe %s; stdout: %s", rep.Result, tail(stdout, 1000))
+		return fmt.Errorf("webfs probe %s; stdout: %s", rep.Result, humanize.Last([]byte(stdout), 10))
 	}
 	if warm && rep.Egress.Cached == 0 {
-		return fmt.Errorf("a warm package cache served nothing; stdout: %s", tail(stdout, 1000))
+		return fmt.Errorf("a warm package cache served nothing; stdout: %s", humanize.Last([]byte(stdout), 10))
 	}
 	if !warm && rep.Egress.Cached != 0 {
 		return fmt.Errorf("an empty package cache served %d requests", rep.Egress.Cached)
@@ -195,10 +196,10 @@ func selftestRun(ctx context.Context, e *env, r *runner, dir string, jobs int) e
 	}
 	stdout, err := r.exec(ctx, e.postroj, args...)
 	if err != nil {
-		return fmt.Errorf("%w; stdout: %s", err, tail(stdout, 1500))
+		return fmt.Errorf("%w; stdout: %s", err, humanize.Last([]byte(stdout), 10))
 	}
 	if !strings.Contains(stdout, "PASSED: 8 passed") {
-		return fmt.Errorf("selftest did not pass: %s", tail(stdout, 1500))
+		return fmt.Errorf("selftest did not pass: %s", humanize.Last([]byte(stdout), 10))
 	}
 	return nil
 }

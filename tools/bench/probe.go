@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // The probe group: a warm `postroj pkgprobe --check-unit=systemd-journald`
@@ -108,11 +110,11 @@ func setupProbeStore(ctx context.Context, e *env) error {
 		return err
 	}
 	if after != before {
-		return fmt.Errorf("postroj pkgprobe of a stored image sent %d requests to the registry; its log: %s", after-before, tail(stderr, 1000))
+		return fmt.Errorf("postroj pkgprobe of a stored image sent %d requests to the registry; its log: %s", after-before, humanize.Last([]byte(stderr), 10))
 	}
 	rep, err := readProbeReport(report)
 	if err != nil {
-		return fmt.Errorf("%w; stdout: %s", err, tail(stdout, 1000))
+		return fmt.Errorf("%w; stdout: %s", err, humanize.Last([]byte(stdout), 10))
 	}
 	os.Remove(report)
 	fmt.Fprintf(e.stdout, "postroj --verbose pkgprobe, once (%s; no request to the registry):\n", seconds(wall))
@@ -207,7 +209,7 @@ func postrojProbe(ctx context.Context, e *env, r *runner, dir string, extra ...s
 	}
 	rep, err := readProbeReport(report)
 	if err != nil {
-		return fmt.Errorf("%w; stdout: %s", err, tail(stdout, 1000))
+		return fmt.Errorf("%w; stdout: %s", err, humanize.Last([]byte(stdout), 10))
 	}
 	other := wall
 	for name, d := range probePhases(rep) {
