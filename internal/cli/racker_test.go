@@ -14,7 +14,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/racker-postroj/racker/internal/container"
-	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -77,7 +76,7 @@ func TestRunOptions(t *testing.T) {
 		p.Dir != "/srv" || p.User != "nobody" || p.Stdin != nil {
 		t.Errorf("process %+v", p)
 	}
-	if pl := got.PullOpts.Platform; pl == nil || image.PlatformString(*pl) != "linux/arm64" {
+	if pl := got.PullOpts.Platform; pl == nil || pl.String() != "linux/arm64" {
 		t.Errorf("platform %v, want linux/arm64", pl)
 	}
 

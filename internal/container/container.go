@@ -122,7 +122,7 @@ func (r *Runtime) Image(ctx context.Context, ref string, policy PullPolicy, opts
 		if policy == PullNever {
 			what := ""
 			if opts.Platform != nil {
-				what = " for " + image.PlatformString(*opts.Platform)
+				what = " for " + opts.Platform.String()
 			}
 			return image.Image{}, fmt.Errorf("%s is not in the store%s and --pull=never was given", pr, what)
 		}

@@ -49,9 +49,9 @@ func (s *Store) importImage(ctx context.Context, ref Reference, img v1.Image) (I
 	}
 	p := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
 	if cfg.OS != "linux" || cfg.Architecture == "" {
-		return Image{}, fmt.Errorf("%w: image is for %q, only linux images can run", ErrPlatform, PlatformString(p))
+		return Image{}, fmt.Errorf("%w: image is for %q, only linux images can run", ErrPlatform, p.String())
 	}
-	rr := refRecord{Reference: ref.String(), Digest: digest.String(), Platform: PlatformString(p)}
+	rr := refRecord{Reference: ref.String(), Digest: digest.String(), Platform: p.String()}
 	return s.store(ctx, img, cfg, rr, PullOptions{}, nil)
 }
 

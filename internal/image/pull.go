@@ -88,11 +88,16 @@ func (e *Error) Unwrap() error { return e.Err }
 // ErrPlatform is wrapped by errors about platforms an image does not offer.
 var ErrPlatform = errors.New("no matching platform")
 
-// HostPlatform is the platform pulled when none is given.
+// HostPlatform is the platform pulled when none is given: linux and this
+// process's architecture, with the variant docker assumes for it (arm64 is
+// v8, 32-bit arm v7).
 func HostPlatform() v1.Platform {
 	p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
-	if runtime.GOARCH == "arm64" {
+	switch runtime.GOARCH {
+	case "arm64":
 		p.Variant = "v8"
+	case "arm":
+		p.Variant = "v7"
 	}
 	return p
 }
@@ -126,7 +131,7 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 	}
 	// A digest reference that is stored needs no network at all.
 	if ref.Digest() != "" {
-		if img, err := s.Lookup(ref); err == nil && (!explicit || img.Platform == PlatformString(platform)) {
+		if img, err := s.Lookup(ref); err == nil && (!explicit || img.Platform == platform.String()) {
 			return PullResult{Image: img, UpToDate: true}, nil
 		}
 	}
@@ -138,7 +143,7 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 		return PullResult{}, err
 	}
 	if rr, err := s.readRef(ref.String()); err == nil && (rr.Index == top.Digest.String() || rr.Digest == top.Digest.String()) &&
-		(!explicit || rr.Platform == PlatformString(platform)) {
+		(!explicit || rr.Platform == platform.String()) {
 		if img, err := s.image(rr); err == nil {
 			s.Logger.Info("image is up to date", "ref", ref.String(), "digest", img.Digest, "took", time.Since(t0))
 			return PullResult{Image: img, UpToDate: true}, nil
@@ -164,15 +169,15 @@ func (s *Store) pull(ctx context.Context, ref Reference, opts PullOptions) (Pull
 	}); err != nil {
 		return PullResult{}, fmt.Errorf("reading image config: %w", asDownloadError(err, "the config"))
 	}
-	pl := PlatformString(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})
+	pl := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}.String()
 	if cfg.OS != "linux" {
 		return PullResult{}, fmt.Errorf("%w: image is for %q, only linux images can run", ErrPlatform, pl)
 	}
 	if explicit && !platformMatches(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}, platform) {
-		return PullResult{}, fmt.Errorf("%w: image is %s, not %s", ErrPlatform, pl, PlatformString(platform))
+		return PullResult{}, fmt.Errorf("%w: image is %s, not %s", ErrPlatform, pl, platform.String())
 	}
 	if !explicit && !platformMatches(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}, platform) {
-		s.Logger.Warn("image platform does not match the host", "image", pl, "host", PlatformString(platform))
+		s.Logger.Warn("image platform does not match the host", "image", pl, "host", platform.String())
 	}
 
 	rr := refRecord{Reference: ref.String(), Digest: digest.String(), Index: index, Platform: pl}
@@ -260,35 +265,25 @@ func (img Image) MatchesPlatform(p v1.Platform) bool {
 	return err == nil && platformMatches(*have, p)
 }
 
-// PlatformString renders p as os/arch[/variant].
-func PlatformString(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
-
-// ParsePlatform parses "os/arch[/variant]".
+// ParsePlatform parses "os/arch[/variant]" with go-containerregistry's
+// v1.ParsePlatform, which also takes an ":osversion" suffix; os and arch
+// must be given.
 func ParsePlatform(s string) (*v1.Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+	p, err := v1.ParsePlatform(s)
+	if err != nil || p.OS == "" || p.Architecture == "" {
 		return nil, fmt.Errorf("invalid platform %q (want os/arch[/variant], e.g. linux/arm64)", s)
-	}
-	p := &v1.Platform{OS: parts[0], Architecture: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
 	}
 	return p, nil
 }
 
-// platformMatches reports whether an image built for have runs as want.
-// A variant is compared only when both name one.
+// platformMatches reports whether an image built for have runs as want:
+// have.Satisfies(want), except that a variant only counts when both name
+// one (indexes often leave out arm64's v8).
 func platformMatches(have, want v1.Platform) bool {
-	if have.OS != want.OS || have.Architecture != want.Architecture {
-		return false
+	if have.Variant == "" {
+		want.Variant = ""
 	}
-	return have.Variant == "" || want.Variant == "" || have.Variant == want.Variant
+	return have.Satisfies(want)
 }
 
 // pickPlatform returns the image for platform from desc, and the index
@@ -314,10 +309,10 @@ func pickPlatform(desc *remote.Descriptor, platform v1.Platform, explicit bool) 
 				return img, desc.Digest.String(), err
 			}
 			if m.Platform.OS != "unknown" {
-				have = append(have, PlatformString(*m.Platform))
+				have = append(have, m.Platform.String())
 			}
 		}
-		return nil, "", fmt.Errorf("%w: no %s image in the index (it has: %s)", ErrPlatform, PlatformString(platform), strings.Join(have, ", "))
+		return nil, "", fmt.Errorf("%w: no %s image in the index (it has: %s)", ErrPlatform, platform.String(), strings.Join(have, ", "))
 	case desc.MediaType.IsImage():
 		img, err := desc.Image()
 		return img, "", err

@@ -2,7 +2,10 @@ package image
 
 import (
 	"reflect"
+	"runtime"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 const sixtyFour = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -57,7 +60,7 @@ func TestLoopbackHost(t *testing.T) {
 
 func TestPlatform(t *testing.T) {
 	p, err := ParsePlatform("linux/arm/v7")
-	if err != nil || PlatformString(*p) != "linux/arm/v7" {
+	if err != nil || p.String() != "linux/arm/v7" {
 		t.Fatalf("ParsePlatform: %v %v", p, err)
 	}
 	for _, bad := range []string{"linux", "/amd64", "linux/", "a/b/c/d"} {
@@ -68,7 +71,22 @@ func TestPlatform(t *testing.T) {
 	amd, _ := ParsePlatform("linux/amd64")
 	arm8, _ := ParsePlatform("linux/arm64/v8")
 	arm, _ := ParsePlatform("linux/arm64")
-	if !platformMatches(*arm8, *arm) || !platformMatches(*arm, *arm8) || platformMatches(*amd, *arm) {
-		t.Error("platformMatches wrong")
+	arm7, _ := ParsePlatform("linux/arm/v7")
+	arm6, _ := ParsePlatform("linux/arm/v6")
+	arm32, _ := ParsePlatform("linux/arm")
+	for _, tt := range []struct {
+		have, want *v1.Platform
+		ok         bool
+	}{
+		{arm8, arm, true}, {arm, arm8, true}, {amd, arm, false}, {arm, amd, false},
+		{arm7, arm32, true}, {arm32, arm7, true}, {arm6, arm7, false}, {arm7, arm6, false}, {arm7, arm8, false},
+	} {
+		if got := platformMatches(*tt.have, *tt.want); got != tt.ok {
+			t.Errorf("platformMatches(%s, %s) = %v, want %v", tt.have, tt.want, got, tt.ok)
+		}
+	}
+	if h := HostPlatform(); h.OS != "linux" || h.Architecture != runtime.GOARCH ||
+		(h.Variant != "") != (h.Architecture == "arm64" || h.Architecture == "arm") {
+		t.Errorf("HostPlatform() = %s", h)
 	}
 }

@@ -16,17 +16,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/testenv"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
-
-func platformString(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
 
 // harness is the registry shared by all scripts of this test process,
 // started and seeded by the first script that needs it.
@@ -82,11 +75,11 @@ func (h *harness) seed() error {
 	if err != nil {
 		return err
 	}
-	host, err := testregistry.NewImage(testregistry.HostPlatform(), types.DockerManifestSchema2, layer)
+	host, err := testregistry.NewImage(image.HostPlatform(), types.DockerManifestSchema2, layer)
 	if err != nil {
 		return err
 	}
-	otherLayer, err := specLayer("dir etc 0755\nfile etc/platform 0644 "+platformString(testregistry.OtherPlatform())+"\n", gzip.DefaultCompression, types.DockerLayer)
+	otherLayer, err := specLayer("dir etc 0755\nfile etc/platform 0644 "+testregistry.OtherPlatform().String()+"\n", gzip.DefaultCompression, types.DockerLayer)
 	if err != nil {
 		return err
 	}
@@ -154,21 +147,6 @@ func specLayer(spec string, level int, mt types.MediaType) (*testregistry.MemLay
 	return testregistry.NewMemLayer(data, level, mt)
 }
 
-func parsePlatform(s string) (*v1.Platform, error) {
-	if s == "" {
-		return nil, nil
-	}
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return nil, fmt.Errorf("bad platform %q (want OS/ARCH[/VARIANT])", s)
-	}
-	p := &v1.Platform{OS: parts[0], Architecture: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
-}
-
 // mkimage [--corrupt-layer=N] [--platform=OS/ARCH[/VARIANT]] REF LAYER...
 //
 // Pushes to the script's registry an OCI image whose layers are built from
@@ -195,11 +173,12 @@ func cmdMkimage(ts *testscript.TestScript, neg bool, args []string) {
 	if *corrupt < 0 || *corrupt > len(files) {
 		ts.Fatalf("--corrupt-layer=%d: the image has layers 1 to %d\nusage: %s", *corrupt, len(files), usage)
 	}
-	platform, err := parsePlatform(*platformFlag)
-	ts.Check(err)
-	if platform == nil {
-		hp := testregistry.HostPlatform()
-		platform = &hp
+	hp := image.HostPlatform()
+	platform := &hp
+	var err error
+	if *platformFlag != "" {
+		platform, err = image.ParsePlatform(*platformFlag)
+		ts.Check(err)
 	}
 	srv := shared.server(ts)
 	ts.Check(shared.claim(ref, ts.Name()))
@@ -275,8 +254,12 @@ func cmdCmpimage(ts *testscript.TestScript, neg bool, args []string) {
 	fset := flag.NewFlagSet("cmpimage", flag.ContinueOnError)
 	platformFlag := fset.String("platform", "", "")
 	parseFlags(ts, fset, args, 2, 2, usage)
-	platform, err := parsePlatform(*platformFlag)
-	ts.Check(err)
+	var platform *v1.Platform // nil: the host's
+	if *platformFlag != "" {
+		var err error
+		platform, err = image.ParsePlatform(*platformFlag)
+		ts.Check(err)
+	}
 	ref, rootfs := fset.Arg(0), ts.MkAbs(fset.Arg(1))
 	if st, err := os.Stat(rootfs); err != nil || !st.IsDir() {
 		ts.Fatalf("cmpimage: %s is not a directory", rootfs)

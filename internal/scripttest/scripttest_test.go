@@ -19,6 +19,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/racker-postroj/racker/internal/cli"
+	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/testenv"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
@@ -188,8 +189,8 @@ func setup(e *testscript.Env) error {
 	}
 	e.Setenv("HOME", home)
 	e.Setenv("RACKER_ROOT", filepath.Join(e.WorkDir, "state"))
-	e.Setenv("HOST_PLATFORM", platformString(testregistry.HostPlatform()))
-	e.Setenv("OTHER_PLATFORM", platformString(testregistry.OtherPlatform()))
+	e.Setenv("HOST_PLATFORM", image.HostPlatform().String())
+	e.Setenv("OTHER_PLATFORM", testregistry.OtherPlatform().String())
 	// `exec go build` in a script: the host's build cache, and never the
 	// network.
 	if cache := goCache(); cache != "" {

@@ -15,6 +15,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/testenv"
 )
 
@@ -67,7 +69,7 @@ opaque opq
 file opq/new 0644 new
 file etc/passwd 0600 "root:x:0:1\n"
 `, -1)
-	img, err := NewImage(HostPlatform(), types.OCIManifestSchema1, lower, upper)
+	img, err := NewImage(image.HostPlatform(), types.OCIManifestSchema1, lower, upper)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +139,7 @@ file etc/passwd 0600 "root:x:0:1\n"
 
 func TestCompareMtime(t *testing.T) {
 	need(t, "tar")
-	img, err := NewImage(HostPlatform(), types.OCIManifestSchema1, specLayer(t, "file f 0644 mtime=@1234567890 x\nsymlink s f mtime=@1234567890", -1))
+	img, err := NewImage(image.HostPlatform(), types.OCIManifestSchema1, specLayer(t, "file f 0644 mtime=@1234567890 x\nsymlink s f mtime=@1234567890", -1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +173,7 @@ func TestCompareDebian(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := NewImage(HostPlatform(), types.DockerManifestSchema2, layer)
+	img, err := NewImage(image.HostPlatform(), types.DockerManifestSchema2, layer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +225,7 @@ dir opq 0755
 whiteout swap
 dir swap 0750
 `, -1)
-	img, err := NewImage(HostPlatform(), types.OCIManifestSchema1, lower, upper)
+	img, err := NewImage(image.HostPlatform(), types.OCIManifestSchema1, lower, upper)
 	if err != nil {
 		t.Fatal(err)
 	}

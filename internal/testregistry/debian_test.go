@@ -12,7 +12,9 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/testenv"
 )
 
@@ -77,7 +79,7 @@ func TestCacheBuildsOnceAndReuses(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("mmdebstrap ran %d times for 3 concurrent callers, want once: %q", len(got), got)
 	}
-	if want := "--variant=minbase --architectures=" + distro.DebianArch(HostPlatform().Architecture) +
+	if want := "--variant=minbase --architectures=" + distro.DebianArch(image.HostPlatform().Architecture) +
 		" bookworm "; !strings.HasPrefix(got[0], want) || !strings.HasSuffix(got[0], " http://mirror.invalid/debian") {
 		t.Errorf("mmdebstrap %s, want %s... http://mirror.invalid/debian", got[0], want)
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/racker-postroj/racker/internal/image"
 )
 
 // FileLayer is a gzip-compressed tar layer on disk whose digests are known,
@@ -98,16 +100,6 @@ func (l *MemLayer) Compressed() (io.ReadCloser, error) {
 }
 func (l *MemLayer) Uncompressed() (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(l.Tar)), nil
-}
-
-// HostPlatform is the platform of the test process: what racker picks from
-// an index by default.
-func HostPlatform() v1.Platform {
-	p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
-	if runtime.GOARCH == "arm" {
-		p.Variant = "v7"
-	}
-	return p
 }
 
 // OtherPlatform is a platform other than the host's, for index tests:
@@ -232,7 +224,7 @@ func (s *Server) WriteIndex(ctx context.Context, ref string, idx v1.ImageIndex) 
 // Push pushes an OCI image of layers for the host platform as ref and
 // returns its manifest digest.
 func (s *Server) Push(ctx context.Context, ref string, layers ...v1.Layer) (v1.Hash, error) {
-	img, err := NewImage(HostPlatform(), types.OCIManifestSchema1, layers...)
+	img, err := NewImage(image.HostPlatform(), types.OCIManifestSchema1, layers...)
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("pushing %s: %w", ref, err)
 	}
@@ -246,7 +238,7 @@ func (s *Server) Image(ctx context.Context, ref string, platform *v1.Platform) (
 	if err != nil {
 		return nil, err
 	}
-	p := HostPlatform()
+	p := image.HostPlatform()
 	if platform != nil {
 		p = *platform
 	}

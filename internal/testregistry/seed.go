@@ -7,6 +7,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/racker-postroj/racker/internal/image"
 )
 
 // DebianImage is a Debian image pushed by Server.PushDebian.
@@ -38,7 +40,7 @@ func (s *Server) PushDebian(ctx context.Context, c *Cache, r Recipe, ref string,
 	if err != nil {
 		return nil, err
 	}
-	host, err := NewImage(HostPlatform(), types.DockerManifestSchema2, layer)
+	host, err := NewImage(image.HostPlatform(), types.DockerManifestSchema2, layer)
 	if err != nil {
 		return nil, err
 	}

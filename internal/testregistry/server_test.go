@@ -12,6 +12,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/racker-postroj/racker/internal/image"
 )
 
 func specLayer(t *testing.T, spec string, level int) *MemLayer {
@@ -55,7 +57,7 @@ func TestServerPushAndFetch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.OS != "linux" || cfg.Architecture != HostPlatform().Architecture {
+		if cfg.OS != "linux" || cfg.Architecture != image.HostPlatform().Architecture {
 			t.Errorf("%s: config platform %s/%s", ref, cfg.OS, cfg.Architecture)
 		}
 	}
@@ -67,7 +69,7 @@ func TestServerPushAndFetch(t *testing.T) {
 func TestServerIndex(t *testing.T) {
 	s := startServer(t)
 	ctx := testContext(t)
-	host, err := NewImage(HostPlatform(), types.DockerManifestSchema2, specLayer(t, "file host 0644", -1))
+	host, err := NewImage(image.HostPlatform(), types.DockerManifestSchema2, specLayer(t, "file host 0644", -1))
 	if err != nil {
 		t.Fatal(err)
 	}
