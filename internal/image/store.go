@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/flock"
 )
 
@@ -155,31 +156,7 @@ func (s *Store) readRef(ref string) (refRecord, error) {
 }
 
 func (s *Store) writeRef(rr refRecord) error {
-	b, err := json.MarshalIndent(rr, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(s.refPath(rr.Reference), b)
-}
-
-// writeFileAtomic writes b to path through a temporary file and a rename, so
-// readers see the old content or the new, never a part.
-func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return fileio.WriteJSON(s.refPath(rr.Reference), rr, 0o600)
 }
 
 func (s *Store) image(rr refRecord) (Image, error) {

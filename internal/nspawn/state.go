@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/flock"
 )
 
@@ -135,35 +136,10 @@ func (s containers) read(name string) (*record, error) {
 
 // write replaces the state file of r.Name atomically.
 func (s containers) write(r *record) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeAtomic(filepath.Join(s.dir(r.Name), "state.json"), append(b, '\n')); err != nil {
+	if err := fileio.WriteJSON(filepath.Join(s.dir(r.Name), "state.json"), r, 0o600); err != nil {
 		return fmt.Errorf("writing state of %s: %w", r.Name, err)
 	}
 	return nil
-}
-
-// writeAtomic replaces path by data: written to a temporary file next to
-// it, then renamed over it, so that readers see the old or the new
-// content, never a part.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
 }
 
 // claim reserves r.Name for r: it fails with ErrNameInUse if a live

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/flock"
 )
 
@@ -188,7 +189,7 @@ func (r *idRange) write() error {
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(r.file(), append(b, '\n')); err != nil {
+	if err := fileio.WriteFile(r.file(), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("recording user IDs of %s: %w", r.Name, err)
 	}
 	return nil

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/transfer"
 )
@@ -214,12 +215,12 @@ func localPackage(source, p string) (Package, error) {
 		}
 		return Package{}, &InputError{Source: source, Err: err}
 	}
-	sum, _, err := hashFile(abs)
+	sum, _, err := fileio.SHA256(abs)
 	if err != nil {
 		return Package{}, &InputError{Source: source, Err: err}
 	}
 	return Package{Source: source, Path: abs, Name: fileName(filepath.Base(abs), t), Type: t,
-		Size: st.Size(), SHA256: sum, How: "local"}, nil
+		Size: st.Size(), SHA256: sum.Hex, How: "local"}, nil
 }
 
 // fileName makes name safe as a file name in the container (and in
@@ -286,7 +287,7 @@ func (f *fetch) fail(status int, err error) error {
 func (f *fetch) run(ctx context.Context) (Package, error) {
 	cached, haveCached := f.complete()
 	if haveCached && f.pin != "" && cached.SHA256 == f.pin {
-		if sum, _, err := hashFile(cached.path); err == nil && sum == f.pin {
+		if sum, _, err := fileio.SHA256(cached.path); err == nil && sum.Hex == f.pin {
 			f.log.Info("cached file has the pinned sha256: no request")
 			return f.result(cached, "cached: sha256 pinned")
 		}
@@ -423,7 +424,7 @@ func (f *fetch) attempt(ctx context.Context, cached cachedFile, haveCached bool,
 		offset = 0
 		f.resumed = false
 		part = entryMeta{URL: f.url.String(), ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Fetched: time.Now()}
-		if err := writeJSON(f.partMeta(), part); err != nil {
+		if err := fileio.WriteJSON(f.partMeta(), part, 0o644); err != nil {
 			return Package{}, nil, f.fail(0, fmt.Errorf("download cache: %w", err))
 		}
 	default:
@@ -461,10 +462,11 @@ func (f *fetch) attempt(ctx context.Context, cached cachedFile, haveCached bool,
 
 // finish checks and activates the downloaded part file.
 func (f *fetch) finish(resp *http.Response) (Package, error) {
-	sum, size, err := hashFile(f.partFile())
+	digest, size, err := fileio.SHA256(f.partFile())
 	if err != nil {
 		return Package{}, f.fail(0, err)
 	}
+	sum := digest.Hex
 	if f.pin != "" && sum != f.pin {
 		f.discardPart()
 		return Package{}, f.fail(0, fmt.Errorf("%w: got %s, the URL pins %s", ErrChecksum, sum, f.pin))
@@ -491,7 +493,7 @@ func (f *fetch) finish(resp *http.Response) (Package, error) {
 	if err := os.Rename(f.partFile(), filepath.Join(f.entry, name)); err != nil {
 		return Package{}, f.fail(0, fmt.Errorf("download cache: %w", err))
 	}
-	if err := writeJSON(f.metaFile(), meta); err != nil {
+	if err := fileio.WriteJSON(f.metaFile(), meta, 0o644); err != nil {
 		return Package{}, f.fail(0, fmt.Errorf("download cache: %w", err))
 	}
 	os.Remove(f.partMeta())
@@ -553,37 +555,10 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-func hashFile(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
-}
-
 func readJSON(p string, v any) error {
 	data, err := os.ReadFile(p)
 	if err != nil {
 		return err
 	}
 	return json.Unmarshal(data, v)
-}
-
-// writeJSON replaces p atomically.
-func writeJSON(p string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
 }

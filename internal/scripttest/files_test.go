@@ -12,9 +12,10 @@ import (
 	"strings"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
+
+	"github.com/racker-postroj/racker/internal/fileio"
 )
 
 // lstree [-inodes] DIR FILE
@@ -47,11 +48,11 @@ func cmdLstree(ts *testscript.TestScript, neg bool, args []string) {
 		line := fmt.Sprintf("%s %s %04o %d:%d", strconv.Quote(rel), fileType(st.Mode), st.Mode&0o7777, st.Uid, st.Gid)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			size, sum, err := hashFile(p)
+			sum, size, err := fileio.SHA256(p)
 			if err != nil {
 				return err
 			}
-			line += fmt.Sprintf(" %d %s", size, sum)
+			line += fmt.Sprintf(" %d %s", size, sum.Hex)
 		case unix.S_IFLNK:
 			target, err := os.Readlink(p)
 			if err != nil {
@@ -88,16 +89,6 @@ func fileType(mode uint32) string {
 		return "socket"
 	}
 	return "other"
-}
-
-func hashFile(p string) (int64, string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, "", err
-	}
-	defer f.Close()
-	h, n, err := v1.SHA256(f)
-	return n, h.Hex, err
 }
 
 // emptydir DIR

@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/testenv"
@@ -227,7 +228,7 @@ func (c *Cache) build(ctx context.Context, dir string, k ResolvedRecipe) error {
 	info := LayerInfo{BuildSeconds: time.Since(start).Seconds(), Recipe: k}
 
 	var err error
-	info.DiffID, info.UncompressedSize, err = hashFile(tarPath)
+	info.DiffID, info.UncompressedSize, err = fileio.SHA256(tarPath)
 	if err != nil {
 		return err
 	}
@@ -236,7 +237,7 @@ func (c *Cache) build(ctx context.Context, dir string, k ResolvedRecipe) error {
 	if err != nil {
 		return fmt.Errorf("compressing: %w", err)
 	}
-	info.Digest, info.Size, err = hashFile(gzPath)
+	info.Digest, info.Size, err = fileio.SHA256(gzPath)
 	if err != nil {
 		return err
 	}
@@ -293,15 +294,6 @@ func compress(ctx context.Context, src, dst string) (string, error) {
 		return "", err
 	}
 	return "go", out.Close()
-}
-
-func hashFile(path string) (v1.Hash, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return v1.Hash{}, 0, err
-	}
-	defer f.Close()
-	return v1.SHA256(f)
 }
 
 // openCached opens a complete cache entry.

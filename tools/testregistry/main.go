@@ -20,13 +20,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/testenv"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
@@ -177,7 +177,7 @@ func serve(ctx context.Context, o options) error {
 	}
 
 	if o.addrFile != "" {
-		if err := writeAtomic(o.addrFile, srv.Addr()+"\n"); err != nil {
+		if err := fileio.WriteFile(o.addrFile, []byte(srv.Addr()+"\n"), 0o644); err != nil {
 			return err
 		}
 		defer os.Remove(o.addrFile)
@@ -191,26 +191,4 @@ func serve(ctx context.Context, o options) error {
 	case <-srv.Done():
 		return fmt.Errorf("docker-registry exited on its own; see %s", srv.LogPath())
 	}
-}
-
-// writeAtomic writes data to path through a temporary file in the same
-// directory, so a reader sees either no file or all of it.
-func writeAtomic(path, data string) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // a no-op after the rename
-	if _, err := f.WriteString(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

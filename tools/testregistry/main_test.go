@@ -1,8 +1,6 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -30,26 +28,5 @@ func TestParseSeed(t *testing.T) {
 		case tt.err == "" && (s.ref != tt.ref || s.recipe.Suite != tt.suite || s.recipe.Variant != "minbase"):
 			t.Errorf("%s: got %q %+v, want %q suite %q minbase", tt.in, s.ref, s.recipe, tt.ref, tt.suite)
 		}
-	}
-}
-
-func TestWriteAtomic(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "addr")
-	for _, data := range []string{"127.0.0.1:1\n", "127.0.0.1:22\n"} {
-		if err := writeAtomic(path, data); err != nil {
-			t.Fatal(err)
-		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(got) != data {
-			t.Errorf("file holds %q, want %q", got, data)
-		}
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 {
-		t.Errorf("%d files left in %s, want only addr", len(entries), dir)
 	}
 }
