@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/flock"
 )
 
@@ -296,14 +297,7 @@ func (c *Cache) store(w http.ResponseWriter, e entry, u string, resp *http.Respo
 	}
 	m := meta{URL: u, Body: body, Size: n, ContentType: resp.Header.Get("Content-Type"), ETag: resp.Header.Get("ETag"),
 		LastModified: resp.Header.Get("Last-Modified"), Stored: time.Now().UTC()}
-	b, _ := json.Marshal(m)
-	mtmp := e.metaPath() + "." + hex.EncodeToString(rnd[:]) + ".part"
-	if err := os.WriteFile(mtmp, b, 0o644); err != nil {
-		os.Remove(mtmp)
-		return nil
-	}
-	if err := os.Rename(mtmp, e.metaPath()); err != nil {
-		os.Remove(mtmp)
+	if err := fileio.WriteJSON(e.metaPath(), m, 0o644); err != nil {
 		return nil
 	}
 	e.cleanStale(body)

@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/humanize"
 )
 
@@ -237,11 +238,7 @@ func (s *Server) ReplaceBlob(h v1.Hash, data []byte) error {
 	if bytes.Equal(old, data) {
 		return fmt.Errorf("replacing blob %s: new content is identical", h)
 	}
-	tmp := path + ".racker-test"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return fmt.Errorf("replacing blob %s: %w", h, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := fileio.WriteFile(path, data, 0o644); err != nil {
 		return fmt.Errorf("replacing blob %s: %w", h, err)
 	}
 	return nil
