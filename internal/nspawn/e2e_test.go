@@ -526,6 +526,12 @@ func TestCancelDuringExec(t *testing.T) {
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("cancelled Exec returned after %s", d)
 		}
+		// Cancelled before it starts: nothing runs, nothing breaks.
+		done, stop := context.WithCancel(context.Background())
+		stop()
+		if code, err := m.Exec(done, Process{Args: sh("sleep 1000"), Stdout: io.Discard}); !errors.Is(err, context.Canceled) || code != -1 {
+			t.Errorf("Exec with a cancelled context = %d, %v; want -1, context.Canceled", code, err)
+		}
 		// The command is gone from the container, and so is its unit: no
 		// sleep, not even a zombie, and no zombie whose parent is outside
 		// the container (nsenter's child, orphaned to the host's init,

@@ -48,7 +48,7 @@ func (m *Machine) execNsenter(ctx context.Context, root *rootfs.Root, p *Process
 	m.log.Debug("nsenter", "args", args)
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		if !awaitCommandGone(cmd.Process.Pid, session) {
+		if cmd.Process != nil && !awaitCommandGone(cmd.Process.Pid, session) {
 			m.log.Warn("processes of a cancelled command are still there", "nsenter", cmd.Process.Pid)
 		}
 		return -1, ctx.Err()
