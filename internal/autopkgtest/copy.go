@@ -11,6 +11,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // Runner runs argv on the testbed as root with the given standard streams
@@ -112,7 +114,7 @@ func (c Copier) run(ctx context.Context, argv []string, stdin io.Reader, stdout 
 	}
 	if code != 0 {
 		msg := fmt.Sprintf("the copy on the testbed exited with status %d", code)
-		if s := oneLine(stderr.String()); s != "" {
+		if s := humanize.OneLine(stderr.String()); s != "" {
 			msg += ": " + s
 		}
 		return &CopyError{errors.New(msg)}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/url"
 	"strings"
+
+	"github.com/racker-postroj/racker/internal/humanize"
 )
 
 // Testbed is what the server drives: a booted container that can be
@@ -117,7 +119,7 @@ func (s *Server) Serve(ctx context.Context) int {
 				return 130
 			}
 			state.cleanup()
-			fmt.Fprintf(s.Err, "%s: failure: %s\n", name, oneLine(err.Error()))
+			fmt.Fprintf(s.Err, "%s: failure: %s\n", name, humanize.OneLine(err.Error()))
 			return ExitFailure
 		}
 		_, werr := fmt.Fprintln(s.Out, reply)
@@ -181,7 +183,7 @@ func (st *session) cleanup() {
 	}
 	st.cleaned = true
 	if err := st.s.Testbed.Close(context.Background()); err != nil {
-		fmt.Fprintf(st.s.Err, "closing the testbed: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(st.s.Err, "closing the testbed: %s\n", humanize.OneLine(err.Error()))
 	}
 	st.downtmp = ""
 }
@@ -334,7 +336,7 @@ func (st *session) command(ctx context.Context, line string) (reply string, quit
 		}
 		var ce *CopyError
 		if errors.As(err, &ce) {
-			fmt.Fprintf(st.s.Err, "%s %s %s failed: %s\n", name, src, dst, oneLine(ce.Error()))
+			fmt.Fprintf(st.s.Err, "%s %s %s failed: %s\n", name, src, dst, humanize.OneLine(ce.Error()))
 			return "copy-failed", false, nil
 		}
 		if err != nil {
@@ -351,7 +353,7 @@ func (st *session) command(ctx context.Context, line string) (reply string, quit
 		if err := tb.Shell(ctx, args[0], args[1:]); err != nil {
 			// As autopkgtest's servers do: a shell that cannot run is
 			// reported, not fatal.
-			fmt.Fprintf(st.s.Err, "cannot run shell: %s\n", oneLine(err.Error()))
+			fmt.Fprintf(st.s.Err, "cannot run shell: %s\n", humanize.OneLine(err.Error()))
 		}
 		return "ok", false, nil
 	case "auxverb_debug_fail", "auxverb-debug-fail":
@@ -374,5 +376,3 @@ func hasCapability(tb Testbed, want string) bool {
 	}
 	return false
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

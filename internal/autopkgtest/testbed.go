@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/racker-postroj/racker/internal/container"
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/nspawn"
 )
 
@@ -131,7 +132,7 @@ getent passwd "$2" >/dev/null`
 	var out strings.Builder
 	code, err := r.run(ctx, []string{"sh", "-ec", setup, "sh", r.downtmp, NormalUser}, nil, &out, &out)
 	if err == nil && code != 0 {
-		err = fmt.Errorf("preparing the testbed: exit status %d: %s", code, oneLine(out.String()))
+		err = fmt.Errorf("preparing the testbed: exit status %d: %s", code, humanize.OneLine(out.String()))
 	}
 	if err != nil {
 		r.kill()
@@ -233,10 +234,10 @@ func Exec(ctx context.Context, rt *container.Runtime, name string, argv []string
 	var ee *nspawn.ExecError
 	switch {
 	case errors.As(err, &ee):
-		fmt.Fprintf(stderr, "autopkgtest-virt-racker: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "autopkgtest-virt-racker: %s\n", humanize.OneLine(err.Error()))
 		return ee.Code // 126, 127: what a shell says, too
 	case err != nil:
-		fmt.Fprintf(stderr, "autopkgtest-virt-racker: %s\n", oneLine(err.Error()))
+		fmt.Fprintf(stderr, "autopkgtest-virt-racker: %s\n", humanize.OneLine(err.Error()))
 		return 255
 	case code == 255:
 		return 253
