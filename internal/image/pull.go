@@ -27,6 +27,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/layer"
 	"github.com/racker-postroj/racker/internal/transfer"
 )
@@ -372,7 +373,7 @@ func (s *Store) unpack(ctx context.Context, ref string, img v1.Image, cfg *v1.Co
 		avail := int64(st.Bavail) * int64(st.Bsize)
 		const reserve = 256 << 20
 		if avail < reserve {
-			return fmt.Errorf("not enough free space in %s (%d MiB available)", s.Root, avail>>20)
+			return fmt.Errorf("not enough free space in %s (%s available)", s.Root, humanize.Bytes(avail))
 		}
 		maxBytes = avail - reserve
 	}

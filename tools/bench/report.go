@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/racker-postroj/racker/internal/humanize"
 	"github.com/racker-postroj/racker/internal/testregistry"
 )
 
@@ -274,7 +275,7 @@ func (r *report) print(w io.Writer) {
 				fmt.Fprint(tw, "\t")
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", seconds(c.sum.Min), seconds(c.sum.Max), seconds(c.sum.CPUMedian), mib(c.PeakRSSBytes))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", seconds(c.sum.Min), seconds(c.sum.Max), seconds(c.sum.CPUMedian), humanize.Bytes(c.PeakRSSBytes))
 	}
 	tw.Flush()
 	for _, c := range r.Cases {
@@ -304,7 +305,7 @@ func (r *report) print(w io.Writer) {
 		}
 		switch t.Unit {
 		case "bytes":
-			fmt.Fprintf(tw, "%s\t%s\t< %s\t%s\t\t\n", t.Name, mib(int64(t.Value)), mib(int64(t.Limit)), verdict)
+			fmt.Fprintf(tw, "%s\t%s\t< %s\t%s\t\t\n", t.Name, humanize.Bytes(int64(t.Value)), humanize.Bytes(int64(t.Limit)), verdict)
 		case "seconds":
 			fmt.Fprintf(tw, "%s\t%.3fs\t≤ %.2fs\t%s\t\t\n", t.Name, t.Value, t.Limit, verdict)
 		default:
@@ -371,5 +372,3 @@ func (r *report) write(path string) error {
 	}
 	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
-
-func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
