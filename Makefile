@@ -3,7 +3,7 @@
 GO ?= go
 # Debian packages the tests (and racker at run time) need. Keep in sync with
 # .ci/run, which installs them before make itself is there.
-DEPS := autopkgtest ca-certificates docker-registry gpg make mmdebstrap mount pigz rpm systemd-container tar
+DEPS := autopkgtest ca-certificates docker-registry gpg iproute2 make mmdebstrap mount pigz rpm systemd-container tar util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build test deps demo bench soak
