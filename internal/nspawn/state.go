@@ -321,7 +321,7 @@ func stopByName(ctx context.Context, stateDir, name string, poweroff bool, timeo
 		return err
 	}
 	// The range and cgroups of a container started by another process.
-	return PruneRanges(ctx, stateDir)
+	return PruneRanges(context.WithoutCancel(ctx), stateDir)
 }
 
 func containersDir(stateDir string) containers {
