@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -184,3 +185,30 @@ func unitEnv(env []string) []string {
 // ownUnit reports whether nspawn runs as a service of its own (startUnit):
 // for detached containers on hosts that run systemd.
 func (o *Options) ownUnit() bool { return o.Detach && o.registers() }
+
+// unitGoneWait bounds how long a stop waits for systemd to remove a
+// container unit's cgroup after nspawn has exited.
+const unitGoneWait = 5 * time.Second
+
+// waitUnitGone waits until unit's cgroup under machine.slice is gone, in
+// whichever hierarchy the host mounts, or max has passed.
+func waitUnitGone(ctx context.Context, unit string, max time.Duration) {
+	dirs := []string{
+		filepath.Join("/sys/fs/cgroup/machine.slice", unit),
+		filepath.Join("/sys/fs/cgroup/unified/machine.slice", unit),
+		filepath.Join("/sys/fs/cgroup/systemd/machine.slice", unit),
+	}
+	deadline := time.Now().Add(max)
+	for {
+		left := false
+		for _, d := range dirs {
+			if _, err := os.Stat(d); err == nil {
+				left = true
+			}
+		}
+		if !left || time.Now().After(deadline) || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

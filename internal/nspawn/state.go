@@ -317,6 +317,11 @@ func stopByName(ctx context.Context, stateDir, name string, poweroff bool, timeo
 	if err := stopProcesses(ctx, nspawn, leader, poweroff, timeout); err != nil {
 		return fmt.Errorf("stopping %s: %w", name, err)
 	}
+	if r.Detached && hostRunsSystemd() {
+		// Its own racker-NAME.service: systemd removes the unit's cgroup
+		// a moment after nspawn exits; return once it has.
+		waitUnitGone(context.WithoutCancel(ctx), containerUnit(name), unitGoneWait)
+	}
 	if err := s.release(r); err != nil {
 		return err
 	}
