@@ -69,7 +69,7 @@ func pkgprobeCommand() *cli.Command {
 func probeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "unit-timeout", Value: probe.DefaultUnitTimeout, Usage: "how long a unit may take to become active"},
-		&cli.DurationFlag{Name: "settle", Value: probe.DefaultSettle, Usage: "how long a Type=simple, exec or idle service must have been active to pass (other units: a fifth of it)"},
+		&cli.DurationFlag{Name: "settle", Value: probe.DefaultSettle, Usage: "how long a Type=simple, exec or idle service must have been active to pass (other units: a tenth of it)"},
 		&cli.DurationFlag{Name: "network-timeout", Value: probe.DefaultNetworkTimeout, Usage: "how long an address may take to answer"},
 		&cli.DurationFlag{Name: "boot-timeout", Value: nspawn.DefaultBootTimeout, Usage: "give up when booting takes longer"},
 		&cli.StringFlag{Name: "source", Value: acquire.SourceAuto, Usage: "where catalogue images come from: `SOURCE` auto, registry or mirror"},

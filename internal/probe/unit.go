@@ -548,14 +548,7 @@ func watchUnit(ctx context.Context, m unitWatcher, unit string, w UnitWait, log 
 // status and journal. Over D-Bus nothing is polled; containers without it
 // are asked with systemctl.
 func (p *Prober) unit(ctx context.Context, m Machine, u string, timeout time.Duration, s *Step) error {
-	w := UnitWait{Timeout: timeout, Settle: p.Settle}
-	if w.Timeout <= 0 {
-		w.Timeout = DefaultUnitTimeout
-	}
-	if w.Settle <= 0 {
-		w.Settle = DefaultSettle
-	}
-	w.ShortSettle = w.Settle / 5
+	w := p.unitWait(timeout)
 	var (
 		o     UnitOutcome
 		notes []string
@@ -597,6 +590,22 @@ func (p *Prober) unit(ctx context.Context, m Machine, u string, timeout time.Dur
 	s.Error = reason
 	s.end(Failed, o.State.String())
 	return nil
+}
+
+// unitWait is how the probe waits for a unit: timeout (DefaultUnitTimeout
+// if zero) and p.Settle (DefaultSettle if zero).
+func (p *Prober) unitWait(timeout time.Duration) UnitWait {
+	w := UnitWait{Timeout: timeout, Settle: p.Settle}
+	if w.Timeout <= 0 {
+		w.Timeout = DefaultUnitTimeout
+	}
+	if w.Settle <= 0 {
+		w.Settle = DefaultSettle
+	}
+	// Units that say themselves when they are ready fail at start-up before
+	// they are active; the short window is for a crash right after.
+	w.ShortSettle = w.Settle / 10
+	return w
 }
 
 // systemctlUnit enables, starts and polls u with systemctl.

@@ -417,3 +417,29 @@ func TestWaitUnitCountsTimeAlreadyActive(t *testing.T) {
 		t.Errorf("fresh notify unit: ready=%v err=%v after %v", o.Ready, err, d)
 	}
 }
+
+func TestProberUnitWaitDefaults(t *testing.T) {
+	w := (&Prober{}).unitWait(0)
+	if w.Timeout != DefaultUnitTimeout || w.Settle != DefaultSettle || w.ShortSettle != DefaultSettle/10 {
+		t.Errorf("defaults: %+v", w)
+	}
+	// The settle flag scales both windows; the short one never reaches the
+	// long one's.
+	w = (&Prober{Settle: 2 * time.Second}).unitWait(time.Minute)
+	if w.Timeout != time.Minute || w.Settle != 2*time.Second || w.ShortSettle != 200*time.Millisecond {
+		t.Errorf("--settle=2s: %+v", w)
+	}
+	// A notify unit active for 40ms is still settling; one active for 60ms
+	// has settled.
+	w = (&Prober{}).unitWait(0)
+	for _, c := range []struct {
+		ago  time.Duration
+		want Verdict
+	}{{40 * time.Millisecond, Waiting}, {60 * time.Millisecond, Ready}} {
+		now := time.Hour
+		s := UnitState{LoadState: "loaded", ActiveState: "active", SubState: "running", Type: "notify", ActiveSince: now - c.ago}
+		if v, _ := newJudge(w, now).observe(s, now); v != c.want {
+			t.Errorf("notify unit active for %v: verdict %v, want %v", c.ago, v, c.want)
+		}
+	}
+}
