@@ -40,6 +40,7 @@ func virtServerMain() int {
 			&cli.StringFlag{Name: "source", Value: acquire.SourceAuto, Usage: "for catalogue names: auto, registry or mirror"},
 			&cli.StringFlag{Name: "network", Value: string(container.NetworkPrivate), Usage: "the testbed's network: `MODE` private (own loopback, egress through the proxy), host or none"},
 			&cli.GenericFlag{Name: "allow-host", Value: &stringList{}, Usage: "let the proxy through to `HOST[:PORT]` too (repeatable; *.DOMAIN; '*' for every host)"},
+			userNSFlag(),
 			stallFlag(),
 			&cli.StringFlag{Name: "exec", Usage: "run `NAME`'s command given after -- (the execute command)", Hidden: true},
 		),
@@ -77,6 +78,10 @@ func virtServer(c *cli.Context) error {
 	if mode == container.NetworkPrivate {
 		network.Cache = packageCache(c)
 	}
+	hostUsers, err := hostUserNS(c)
+	if err != nil {
+		return err
+	}
 	self, err := selfPath()
 	if err != nil {
 		return err
@@ -103,7 +108,7 @@ func virtServer(c *cli.Context) error {
 		Start: container.StartOptions{
 			MaskUnits:   autopkgtest.MaskedUnits(),
 			BootTimeout: c.Duration("boot-timeout"),
-			Isolation:   container.Isolation{Network: network},
+			Isolation:   container.Isolation{Network: network, HostUserNS: hostUsers},
 		},
 		ExecPrefix: append(prefix, "--exec"),
 		Logger:     logger(c),
