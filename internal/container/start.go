@@ -208,6 +208,16 @@ func (r *Runtime) Start(ctx context.Context, opts StartOptions) (*Container, err
 		// The proxy lives in this process.
 		return nil, fmt.Errorf("starting %s: %w", nopts.Name, ErrPrivateDetached)
 	}
+	if r.Store != nil {
+		// rmi refuses until the container is recorded as running, and
+		// then because of it; a tree removed since it was looked up is
+		// not booted.
+		unuse, err := r.Store.UseTree(ctx, opts.Image, opts.RootFS)
+		if err != nil {
+			return nil, fmt.Errorf("starting %s: %w", nopts.Name, err)
+		}
+		defer unuse()
+	}
 	net, err := newNet(opts.Isolation.Network, opts.RootFS, r.logger().With("machine", nopts.Name))
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", nopts.Name, err)

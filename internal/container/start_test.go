@@ -201,3 +201,18 @@ func TestResolveBoot(t *testing.T) {
 		}
 	}
 }
+
+// Start holds the image it boots (image.Store.UseTree): a tree removed
+// since it was looked up is not booted.
+func TestStartRefusesRemovedImage(t *testing.T) {
+	st, err := image.OpenStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runtime{StateDir: t.TempDir(), Store: st}
+	gone := filepath.Join(st.Root, "images", "sha256", strings.Repeat("ab", 32), "prepared", "rootfs")
+	_, err = r.Start(context.Background(), StartOptions{RootFS: gone, Image: "debian-bookworm", Name: "gone-1", Isolation: Isolation{Network: Network{Mode: NetworkHost}}})
+	if !errors.Is(err, image.ErrRemoved) || err.Error() != "starting gone-1: debian-bookworm: image was removed" {
+		t.Fatalf("Start of a removed image: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/racker-postroj/racker/internal/flock"
@@ -57,6 +58,24 @@ func (s *Store) Use(ctx context.Context, img Image) (release func(), err error) 
 	}
 	var once sync.Once
 	return func() { once.Do(unlock) }, nil
+}
+
+// UseTree is Use for a container start that has only the root filesystem
+// to boot: rootfs, a tree of one of the store's images (its rootfs, or the
+// prepared tree next to it), is kept from being removed until release is
+// called, and a tree that is gone fails with ErrRemoved. name is what the
+// error calls it. A tree outside the store's images is not the store's to
+// keep: release is then a no-op.
+func (s *Store) UseTree(ctx context.Context, name, rootfs string) (release func(), err error) {
+	rel, err := filepath.Rel(filepath.Join(s.Root, "images", "sha256"), filepath.Clean(rootfs))
+	if err != nil || !filepath.IsLocal(rel) {
+		return func() {}, nil
+	}
+	h, _, _ := strings.Cut(rel, string(filepath.Separator))
+	if _, err := digestHex("sha256:" + h); err != nil {
+		return func() {}, nil
+	}
+	return s.Use(ctx, Image{Reference: name, Digest: "sha256:" + h, RootFS: rootfs})
 }
 
 // lockRemoval takes the use lock of digest exclusively, failing at once

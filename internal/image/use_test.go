@@ -82,3 +82,44 @@ func TestPruneLocks(t *testing.T) {
 		t.Errorf("locks left %v, want %v", left, want)
 	}
 }
+
+// A container start given only the tree to boot (a probe's, a testbed's)
+// holds the image as Use does; trees outside the store are not guarded.
+func TestUseTree(t *testing.T) {
+	reg := newTestRegistry(t)
+	reg.push(t, "x/y:1", testImage(t, "amd64", tarLayer(t, "etc/", "", "etc/hostname", "box\n")))
+	st := newStore(t)
+	ctx := context.Background()
+	ref := MustParseReference(reg.host() + "/x/y:1")
+	res, err := st.Pull(ctx, ref, PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tree := range []string{res.Image.RootFS, filepath.Join(filepath.Dir(res.Image.RootFS), "prepared", "rootfs")} {
+		if err := os.MkdirAll(tree, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		release, err := st.UseTree(ctx, "y", tree)
+		if err != nil {
+			t.Fatalf("UseTree(%s): %v", tree, err)
+		}
+		if _, _, err := st.Remove(ctx, ref, nil); !errors.Is(err, ErrStarting) {
+			t.Fatalf("Remove while %s starts: %v, want ErrStarting", tree, err)
+		}
+		release()
+	}
+	for _, outside := range []string{t.TempDir(), filepath.Join(st.Root, "tmp", "x"), filepath.Join(st.Root, "images", "sha256", "..", "..", "tmp")} {
+		release, err := st.UseTree(ctx, "y", outside)
+		if err != nil {
+			t.Fatalf("UseTree(%s) outside the images: %v", outside, err)
+		}
+		release()
+	}
+	prepared := filepath.Join(filepath.Dir(res.Image.RootFS), "prepared", "rootfs")
+	if _, deleted, err := st.Remove(ctx, ref, nil); err != nil || !deleted {
+		t.Fatalf("Remove: deleted %v, %v", deleted, err)
+	}
+	if _, err := st.UseTree(ctx, "y", prepared); !errors.Is(err, ErrRemoved) || !strings.Contains(err.Error(), "y: image was removed") {
+		t.Fatalf("UseTree after Remove: %v, want ErrRemoved", err)
+	}
+}
