@@ -26,14 +26,16 @@ const (
 // defaults above.
 type Policy struct {
 	// Attempts is how many requests one download may make, the first
-	// included.
+	// included, to get ProgressReset further: a download that got that
+	// much further since its count began starts counting again.
 	Attempts int
 	// Stall is how long a connection may go without delivering a byte
 	// (response headers included) before it counts as dropped.
 	Stall time.Duration
 	// Total bounds a download's retries: none starts later than Total
-	// after the download's first request. A transfer that keeps making
-	// progress is never cut short by it.
+	// after the download's first request, or after it last got
+	// ProgressReset further. A transfer that keeps making progress is
+	// never cut short by it.
 	Total time.Duration
 	// Base is the backoff before the first retry; it doubles with each
 	// further one up to Max. Each wait is jittered down by up to half.
@@ -111,6 +113,12 @@ func RetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	return 0, false
 }
 
+// ProgressReset is how much further a download must get for its attempts
+// and its Total bound to count again from there: a link that drops every
+// few megabytes still delivers a large file, while one that gives a few
+// bytes per connection still fails.
+const ProgressReset = 1 << 20
+
 // Retrier counts the attempts of one download under Policy, for callers
 // that make the requests themselves because they own what happens to the
 // bytes (Transport uses one per request).
@@ -122,6 +130,7 @@ type Retrier struct {
 
 	attempt int
 	started time.Time
+	from    int64 // where the current count of attempts began
 }
 
 // Begin counts an attempt that starts now and returns its number (from 1).
@@ -142,6 +151,9 @@ func (r *Retrier) Attempt() int { return r.attempt }
 // is closed during the wait.
 func (r *Retrier) Retry(ctx context.Context, f *Fault, resume bool, abandon <-chan struct{}) error {
 	attempts := r.Policy.attempts()
+	if f.At-r.from >= ProgressReset {
+		r.attempt, r.started, r.from = 1, time.Now(), f.At
+	}
 	if r.attempt >= attempts {
 		return &Error{URL: r.URL, Fault: f, Attempts: r.attempt}
 	}
