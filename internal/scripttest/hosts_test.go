@@ -216,7 +216,32 @@ func hostTree(ctx context.Context, recipe testregistry.Recipe) (string, error) {
 	if err := hostsFile(tmp); err != nil {
 		return "", err
 	}
-	return dir, os.Rename(tmp, dir)
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", err
+	}
+	pruneHostTrees(base, recipe.Suite, dir)
+	return dir, nil
+}
+
+// pruneHostTrees removes the trees of suite other than keep (earlier
+// weeks') that were unpacked more than eight days ago, so that no test
+// that started before the week turned can still be booting one.
+func pruneHostTrees(base, suite, keep string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, suite+"-*"))
+	for _, dir := range dirs {
+		st, err := os.Stat(dir)
+		if err != nil || !st.IsDir() || dir == keep || strings.HasSuffix(dir, ".tmp") || time.Since(st.ModTime()) < 8*24*time.Hour {
+			continue
+		}
+		unlock, ok := flock.TryLock(dir + ".lock")
+		if !ok {
+			continue
+		}
+		if os.RemoveAll(dir) == nil {
+			os.Remove(dir + ".lock")
+		}
+		unlock()
+	}
 }
 
 // hostsFile gives a host tree the /etc/hosts an installed system has and
@@ -591,5 +616,40 @@ func waitMachine(ts *testscript.TestScript, neg bool, args []string, present boo
 			ts.Fatalf("%s: after %s: machinectl show %s: %v\n%s", strings.Fields(usage)[0], *timeout, name, err, out)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestPruneHostTrees(t *testing.T) {
+	base := t.TempDir()
+	old := time.Now().Add(-9 * 24 * time.Hour)
+	mk := func(name string, mtime time.Time) string {
+		dir := filepath.Join(base, name)
+		if err := os.MkdirAll(filepath.Join(dir, "usr"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(dir+".lock", nil, 0o600)
+		if err := os.Chtimes(dir, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	keep := mk("sid-3333", time.Now())
+	stale := mk("sid-1111", old)
+	recent := mk("sid-2222", time.Now().Add(-time.Hour))
+	locked := mk("sid-4444", old)
+	otherSuite := mk("trixie-1111", old)
+	unlock, ok := flock.TryLock(locked + ".lock")
+	if !ok {
+		t.Fatal("locking")
+	}
+	defer unlock()
+	pruneHostTrees(base, "sid", keep)
+	for dir, want := range map[string]bool{keep: true, stale: false, recent: true, locked: true, otherSuite: true} {
+		if _, err := os.Stat(dir); (err == nil) != want {
+			t.Errorf("%s: there %v, want %v", filepath.Base(dir), err == nil, want)
+		}
+	}
+	if _, err := os.Stat(stale + ".lock"); err == nil {
+		t.Error("the removed tree's lock file is left")
 	}
 }

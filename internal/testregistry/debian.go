@@ -135,7 +135,46 @@ func (c *Cache) Layer(ctx context.Context, r Recipe) (*FileLayer, error) {
 	if err := os.Rename(tmp, entry); err != nil {
 		return nil, fmt.Errorf("debian cache: %w", err)
 	}
+	if k.Week != "" {
+		c.pruneWeeks(prefix, k)
+	}
 	return openCached(entry)
+}
+
+// pruneWeeks removes the entries of weekly recipe k from earlier weeks:
+// nothing asks for them again, and each is a whole root filesystem. An
+// entry someone holds the lock of is left for a later build.
+func (c *Cache) pruneWeeks(prefix string, k ResolvedRecipe) {
+	entries, _ := os.ReadDir(c.Dir)
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		dir := filepath.Join(c.Dir, e.Name())
+		l, err := openCached(dir)
+		if err != nil {
+			continue
+		}
+		got := l.Info.Recipe
+		if got.Week == "" || got.Week >= k.Week {
+			continue
+		}
+		got.Week, got.Mmdebstrap = k.Week, k.Mmdebstrap
+		if fmt.Sprint(got) != fmt.Sprint(k) {
+			continue // another recipe
+		}
+		unlock, ok := flock.TryLock(dir + ".lock")
+		if !ok {
+			continue
+		}
+		if err := os.RemoveAll(dir); err == nil {
+			os.Remove(dir + ".lock")
+			if c.Logger != nil {
+				c.Logger.Info("removed an earlier week's root filesystem", "entry", e.Name(), "week", l.Info.Recipe.Week)
+			}
+		}
+		unlock()
+	}
 }
 
 // ResolvedRecipe is a Recipe with its defaults filled in, plus what else

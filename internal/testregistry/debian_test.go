@@ -14,6 +14,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/fileio"
+	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/image"
 	"github.com/racker-postroj/racker/internal/testenv"
 )
@@ -191,5 +193,54 @@ func tarNames(t *testing.T, l *FileLayer) string {
 			t.Fatal(err)
 		}
 		names = append(names, h.Name)
+	}
+}
+
+// A weekly recipe's entries of earlier weeks go once this week's is built;
+// other recipes' entries and locked ones stay.
+func TestCachePrunesEarlierWeeks(t *testing.T) {
+	fakeMmdebstrap(t, "1.0")
+	c := &Cache{Dir: t.TempDir()}
+	ctx := testContext(t)
+	weekly := Recipe{Suite: "sid", Variant: "minbase", Weekly: true}
+	current, err := c.Layer(ctx, weekly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make entries as earlier weeks (and another recipe's) would have.
+	entry := filepath.Dir(current.Path)
+	plant := func(name string, edit func(*ResolvedRecipe)) string {
+		dir := filepath.Join(c.Dir, name)
+		if err := os.CopyFS(dir, os.DirFS(entry)); err != nil {
+			t.Fatal(err)
+		}
+		info := current.Info
+		edit(&info.Recipe)
+		if err := fileio.WriteJSON(filepath.Join(dir, "layer.json"), info, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	name := filepath.Base(entry) // debian-sid-minbase-ARCH-KEY
+	prefix := name[:strings.LastIndex(name, "-")+1]
+	old := plant(prefix+"0000000000000001", func(r *ResolvedRecipe) { r.Week = "2020-W01" })
+	oldLocked := plant(prefix+"0000000000000002", func(r *ResolvedRecipe) { r.Week = "2020-W02" })
+	other := plant(prefix+"0000000000000003", func(r *ResolvedRecipe) { r.Week = "2020-W01"; r.Include = []string{"systemd"} })
+	unlock, ok := flock.TryLock(oldLocked + ".lock")
+	if !ok {
+		t.Fatal("locking")
+	}
+	defer unlock()
+	// Remove this week's entry so that the next Layer builds it again.
+	if err := os.RemoveAll(entry); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Layer(ctx, weekly); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]bool{old: false, oldLocked: true, other: true, entry: true} {
+		if _, err := os.Stat(dir); (err == nil) != want {
+			t.Errorf("%s: there %v, want %v", filepath.Base(dir), err == nil, want)
+		}
 	}
 }
