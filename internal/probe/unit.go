@@ -284,6 +284,10 @@ type unitJudge struct {
 	// failedSeen is when a unit that systemd may restart was first seen
 	// failed (0: it is not).
 	failedSeen time.Duration
+	// restartCause is how the unit last ended while restarting ("result
+	// exit-code, main process exited with status 1"): by the time the
+	// verdict is reached it may be running again.
+	restartCause string
 }
 
 // restartGrace is how long a failed unit with Restart= is given to show
@@ -349,6 +353,9 @@ func (j *unitJudge) judge(s UnitState, now time.Duration) (Verdict, string, time
 		if s.ActiveState == "failed" { // for good: see restartGrace
 			return Broken, failedReason(s), 0
 		}
+		if d := strings.TrimPrefix(failedReason(UnitState{Result: s.Result, MainExited: s.MainExited, MainStatus: s.MainStatus}), "the unit failed"); d != "" {
+			j.restartCause = strings.TrimPrefix(d, ": ")
+		}
 		if end := j.restartSeen + j.w.Settle; now < end {
 			return Waiting, "", end
 		}
@@ -359,8 +366,8 @@ func (j *unitJudge) judge(s UnitState, now time.Duration) (Verdict, string, time
 		case 1:
 			r = "restarting: systemd has restarted it once"
 		}
-		if d := strings.TrimPrefix(failedReason(UnitState{Result: s.Result, MainExited: s.MainExited, MainStatus: s.MainStatus}), "the unit failed"); d != "" {
-			r += " (" + strings.TrimPrefix(d, ": ") + ")"
+		if j.restartCause != "" {
+			r += " (" + j.restartCause + ")"
 		}
 		return Broken, r, 0
 	}

@@ -187,6 +187,20 @@ func TestJudgeRecordedSequences(t *testing.T) {
 				"failed (failed), activating (auto-restart)",
 		},
 		{
+			// The same loop, running again when the verdict is due: how it
+			// ended before is still told.
+			name: "restart loop, running when judged",
+			seq: []at{{0, queued(svc("simple", "inactive", "dead"))},
+				{ms(62), done(restarts(exited(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 1), 0))},
+				{ms(200), done(restarts(exited(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 1), 1))},
+				{ms(212), done(restarts(activeAt(svc("simple", "active", "running"), ms(212)), 1))},
+				{ms(450), done(restarts(exited(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 1), 2))},
+				{ms(458), done(restarts(activeAt(svc("simple", "active", "running"), ms(458)), 2))}},
+			reason:  "restarting: systemd has restarted it 2 times (result exit-code, main process exited with status 1)",
+			decided: ms(562),
+			seen:    "inactive (dead), activating (auto-restart), active (running), activating (auto-restart), active (running)",
+		},
+		{
 			name: "restart loop until the start limit",
 			seq: []at{{0, queued(svc("simple", "inactive", "dead"))},
 				{ms(20), done(restarts(failed(svc("simple", "activating", "auto-restart"), "exit-code"), 0))},
