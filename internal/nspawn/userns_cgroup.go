@@ -30,8 +30,10 @@ type containerCgroups struct {
 	// is cloned into it (CLONE_INTO_CGROUP).
 	unified string
 	// legacy is the name=systemd v1 directory of a hybrid or legacy host,
-	// or "": the thread that starts nspawn moves itself in for the fork
-	// (v1 places threads), so that nspawn starts there.
+	// or "". On a hybrid host nspawn places itself there, mirroring its
+	// cgroup v2 path; on a legacy one, with no v2 cgroup to be cloned into,
+	// the thread that starts nspawn moves itself in for the fork (v1 places
+	// threads), so that nspawn starts there (see enterLegacy).
 	legacy string
 }
 
@@ -108,9 +110,15 @@ func ownCgroups() (map[string]string, error) {
 
 // enterLegacy moves the calling thread (locked to its goroutine) into the
 // name=systemd cgroup, so that a process it forks starts there, and
-// returns how to move it back.
+// returns how to move it back; on a host with a cgroup v2 hierarchy it
+// does nothing. There nspawn, cloned into the v2 cgroup, moves its
+// processes to the same path in name=systemd itself, and a move of ours
+// before it would be the slowest step of an unbooted run: the first move
+// of a task between cgroups after a quiet moment waits for an RCU grace
+// period of the kernel (10 ms and more on a small VM), and nspawn's own
+// moves, tens of milliseconds later, wait for another.
 func (c containerCgroups) enterLegacy() (leave func(), err error) {
-	if c.legacy == "" {
+	if c.legacy == "" || c.unified != "" {
 		return func() {}, nil
 	}
 	tid := strconv.Itoa(unix.Gettid())
