@@ -70,6 +70,19 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		return execCode(err), err
 	}
 
+	// The user namespace first: the process it takes is made while the
+	// name is claimed (see privateRoot.startIDMap).
+	if !opts.HostUserNS {
+		if opts.StateDir == "" {
+			return -1, fmt.Errorf("running %s: a private user namespace needs a state directory", opts.Name)
+		}
+		u, err := opts.setupUserNS(ctx)
+		if err != nil {
+			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
+		}
+		defer u.release()
+		opts.userns = u
+	}
 	if opts.registers() {
 		if err := checkMachineName(ctx, opts.Name); err != nil {
 			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
@@ -81,6 +94,9 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		state = containersDir(opts.StateDir)
 		rec = &record{Name: opts.Name, Image: opts.Image, RootFS: opts.RootFS, Started: time.Now(), Status: statusRunning,
 			PrivateNet: opts.PrivateNetwork}
+		if opts.userns != nil {
+			rec.UIDBase = opts.userns.ids.Base
+		}
 		if err := ownRecord(rec); err != nil {
 			return -1, err
 		}
@@ -91,18 +107,6 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		if err := opts.writeHostname(state.dir(opts.Name)); err != nil {
 			return -1, err
 		}
-	}
-	if !opts.HostUserNS {
-		if opts.StateDir == "" {
-			return -1, fmt.Errorf("running %s: a private user namespace needs a state directory", opts.Name)
-		}
-		u, err := opts.setupUserNS(ctx)
-		if err != nil {
-			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
-		}
-		defer u.release()
-		opts.userns = u
-		rec.UIDBase = u.ids.Base
 	}
 
 	args := opts.runArgs(&p, file)

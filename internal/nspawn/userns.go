@@ -58,6 +58,7 @@ func (o *Options) setupUserNS(ctx context.Context) (*userNS, error) {
 			return nil, err
 		}
 	}
+	u.root.startIDMap()
 	return u, nil
 }
 
@@ -79,6 +80,9 @@ func (u *userNS) start(cmd *exec.Cmd) (<-chan error, error) {
 func (u *userNS) release() error {
 	if u == nil {
 		return nil
+	}
+	if u.root != nil {
+		u.root.idmap.close()
 	}
 	return u.ids.release()
 }

@@ -40,6 +40,9 @@ type privateRoot struct {
 	// are owned by the host's root, as without a user namespace.
 	Writable bool
 	Cgroups  containerCgroups
+	// idmap is the user namespace RootFS is idmapped with, made in the
+	// background (startIDMap) while the rest of the container is set up.
+	idmap *pendingUserNS
 }
 
 // Directory is the path nspawn boots (--directory), valid in the private
@@ -62,11 +65,14 @@ func (p *privateRoot) Directory() string {
 // the namespace's last user besides nspawn; the parent-death signal of
 // cmd, if set, follows this thread, which lives as long as the process.
 func (p *privateRoot) launch(cmd *exec.Cmd) (<-chan error, error) {
-	userns, err := idmapUserNS(p.Base)
+	if p.idmap == nil {
+		p.startIDMap()
+	}
+	defer p.idmap.close()
+	userns, err := p.idmap.wait()
 	if err != nil {
 		return nil, err
 	}
-	defer userns.Close()
 	var cgroupFD *os.File
 	if p.Cgroups.unified != "" {
 		if cgroupFD, err = os.Open(p.Cgroups.unified); err != nil {
@@ -219,6 +225,42 @@ func idmapBind(src, dst string, userns *os.File, ro bool) error {
 		return fmt.Errorf("mounting the idmapped %s: %w", src, err)
 	}
 	return nil
+}
+
+// pendingUserNS is an idmapUserNS in progress.
+type pendingUserNS struct {
+	done chan struct{} // closed when f or err is set
+	f    *os.File
+	err  error
+}
+
+// startIDMap starts making p's user namespace for idmapping: it forks
+// and execs a process (about a millisecond), which can happen while
+// other work is done. Whoever starts it closes it.
+func (p *privateRoot) startIDMap() {
+	ns := &pendingUserNS{done: make(chan struct{})}
+	go func() {
+		ns.f, ns.err = idmapUserNS(p.Base)
+		close(ns.done)
+	}()
+	p.idmap = ns
+}
+
+// wait returns the user namespace once it is made.
+func (ns *pendingUserNS) wait() (*os.File, error) {
+	<-ns.done
+	return ns.f, ns.err
+}
+
+// close waits for the user namespace and closes it; it may be called more
+// than once.
+func (ns *pendingUserNS) close() {
+	if ns == nil {
+		return
+	}
+	if f, _ := ns.wait(); f != nil {
+		f.Close()
+	}
 }
 
 // idmapUserNS returns a user namespace that maps 0-65535 to base onwards,
