@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -70,6 +71,11 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		return execCode(err), err
 	}
 
+	// What is set up is released once the command has exited, side by
+	// side: the user namespace's range and cgroups and the state are
+	// independent, each behind its own lock.
+	var release sync.WaitGroup
+	defer release.Wait()
 	// The user namespace first: the process it takes is made while the
 	// name is claimed (see privateRoot.startIDMap).
 	if !opts.HostUserNS {
@@ -80,7 +86,7 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		if err != nil {
 			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
 		}
-		defer u.release()
+		defer release.Go(func() { u.release() })
 		opts.userns = u
 	}
 	if opts.registers() {
@@ -103,7 +109,7 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 		if err := state.claim(rec); err != nil {
 			return -1, fmt.Errorf("running %s: %w", opts.Name, err)
 		}
-		defer state.release(rec)
+		defer release.Go(func() { state.release(rec) })
 		if err := opts.writeHostname(state.dir(opts.Name)); err != nil {
 			return -1, err
 		}
