@@ -77,7 +77,7 @@ func Run(ctx context.Context, opts Options, p Process) (int, error) {
 	var release sync.WaitGroup
 	defer release.Wait()
 	// The user namespace first: the process it takes is made while the
-	// name is claimed (see privateRoot.startIDMap).
+	// name is claimed (see pendingUserNS).
 	if !opts.HostUserNS {
 		if opts.StateDir == "" {
 			return -1, fmt.Errorf("running %s: a private user namespace needs a state directory", opts.Name)

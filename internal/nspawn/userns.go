@@ -35,30 +35,37 @@ func (o *Options) setupUserNS(ctx context.Context) (*userNS, error) {
 				ErrNoUserNS, minOwnUsernsOverlayVersion, f.Version)
 		}
 	}
+	var idmap *pendingUserNS
+	if !o.ownUnit() {
+		idmap = startUserNS()
+	}
 	ids, err := reserveRange(ctx, o.StateDir, o.Name)
 	if err != nil {
+		idmap.close()
 		return nil, err
 	}
 	u := &userNS{ids: ids}
 	if o.ownUnit() {
 		return u, nil
 	}
-	u.root = &privateRoot{RootFS: o.RootFS, Base: ids.Base, Mnt: mountDir(o.StateDir), Writable: o.Writable}
+	idmap.mapTo(ids.Base)
+	u.root = &privateRoot{RootFS: o.RootFS, Base: ids.Base, Mnt: mountDir(o.StateDir), Writable: o.Writable, idmap: idmap}
 	if !o.registers() {
 		cg, err := makeCgroups(o.Name)
 		if err != nil {
+			u.root.idmap.close()
 			ids.release()
 			return nil, err
 		}
 		u.root.Cgroups = cg
 		ids.Cgroups = cg.dirs()
 		if err := ids.update(); err != nil {
+			u.root.idmap.close()
 			removeCgroups(ids.Cgroups)
 			ids.release()
 			return nil, err
 		}
 	}
-	u.root.startIDMap()
 	return u, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -41,7 +42,7 @@ type privateRoot struct {
 	Writable bool
 	Cgroups  containerCgroups
 	// idmap is the user namespace RootFS is idmapped with, made in the
-	// background (startIDMap) while the rest of the container is set up.
+	// background while the rest of the container is set up.
 	idmap *pendingUserNS
 }
 
@@ -66,7 +67,8 @@ func (p *privateRoot) Directory() string {
 // cmd, if set, follows this thread, which lives as long as the process.
 func (p *privateRoot) launch(cmd *exec.Cmd) (<-chan error, error) {
 	if p.idmap == nil {
-		p.startIDMap()
+		p.idmap = startUserNS()
+		p.idmap.mapTo(p.Base)
 	}
 	defer p.idmap.close()
 	userns, err := p.idmap.wait()
@@ -227,61 +229,86 @@ func idmapBind(src, dst string, userns *os.File, ro bool) error {
 	return nil
 }
 
-// pendingUserNS is an idmapUserNS in progress.
+// pendingUserNS is the user namespace a root filesystem is idmapped with
+// (MOUNT_ATTR_IDMAP), in the making: that of a sleep(1) cloned into a new
+// user namespace at once (startUserNS), as the fork and exec take about a
+// millisecond, and given its ID mapping once the container's range is
+// reserved (mapTo). The process is killed once the namespace is open (the
+// open file keeps it).
 type pendingUserNS struct {
-	done chan struct{} // closed when f or err is set
-	f    *os.File
-	err  error
+	base  chan uint32   // receives the range's base once; closed without one by close
+	once  sync.Once     // guards base
+	ready chan struct{} // closed when f or err is set
+	gone  chan struct{} // closed when the process has been reaped
+	f     *os.File
+	err   error
 }
 
-// startIDMap starts making p's user namespace for idmapping: it forks
-// and execs a process (about a millisecond), which can happen while
-// other work is done. Whoever starts it closes it.
-func (p *privateRoot) startIDMap() {
-	ns := &pendingUserNS{done: make(chan struct{})}
+// startUserNS starts making a user namespace for idmapping. Whoever
+// starts it closes it.
+func startUserNS() *pendingUserNS {
+	ns := &pendingUserNS{base: make(chan uint32, 1), ready: make(chan struct{}), gone: make(chan struct{})}
 	go func() {
-		ns.f, ns.err = idmapUserNS(p.Base)
-		close(ns.done)
+		defer close(ns.gone)
+		cmd := exec.Command("sleep", "infinity")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWUSER, Pdeathsig: syscall.SIGKILL}
+		err := cmd.Start()
+		base, ok := <-ns.base
+		switch {
+		case err != nil:
+			ns.err = fmt.Errorf("creating a user namespace: %w", err)
+		case !ok:
+			ns.err = errors.New("creating a user namespace: given up")
+		default:
+			ns.f, ns.err = mapUserNS(cmd.Process.Pid, base)
+		}
+		close(ns.ready)
+		if err == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
 	}()
-	p.idmap = ns
+	return ns
+}
+
+// mapTo gives the namespace its mapping: 0-65535 to base onwards.
+func (ns *pendingUserNS) mapTo(base uint32) {
+	ns.once.Do(func() {
+		ns.base <- base
+		close(ns.base)
+	})
 }
 
 // wait returns the user namespace once it is made.
 func (ns *pendingUserNS) wait() (*os.File, error) {
-	<-ns.done
+	<-ns.ready
 	return ns.f, ns.err
 }
 
-// close waits for the user namespace and closes it; it may be called more
-// than once.
+// close gives up on the namespace if mapTo was not called, and closes it
+// once its process is gone; it may be called more than once.
 func (ns *pendingUserNS) close() {
 	if ns == nil {
 		return
 	}
-	if f, _ := ns.wait(); f != nil {
-		f.Close()
+	ns.once.Do(func() { close(ns.base) })
+	<-ns.gone
+	if ns.f != nil {
+		ns.f.Close()
 	}
 }
 
-// idmapUserNS returns a user namespace that maps 0-65535 to base onwards,
-// for MOUNT_ATTR_IDMAP: that of a sleep(1) cloned into a new user
-// namespace, which is killed once the namespace is open (the open file
-// keeps it).
-func idmapUserNS(base uint32) (*os.File, error) {
-	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: IDRangeSize}}
-	cmd := exec.Command("sleep", "infinity")
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  unix.CLONE_NEWUSER,
-		UidMappings: m,
-		GidMappings: m,
-		Pdeathsig:   syscall.SIGKILL,
+// mapUserNS writes the ID mapping of the user namespace of process pid,
+// which has none yet, and opens the namespace.
+func mapUserNS(pid int, base uint32) (*os.File, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/"
+	m := []byte("0 " + strconv.FormatUint(uint64(base), 10) + " " + strconv.Itoa(IDRangeSize) + "\n")
+	for _, f := range []string{"uid_map", "gid_map"} {
+		if err := os.WriteFile(dir+f, m, 0); err != nil {
+			return nil, fmt.Errorf("mapping the IDs of a user namespace: %w", err)
+		}
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("creating a user namespace: %w", err)
-	}
-	f, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/user")
-	cmd.Process.Kill()
-	cmd.Wait()
+	f, err := os.Open(dir + "ns/user")
 	if err != nil {
 		return nil, fmt.Errorf("opening a user namespace: %w", err)
 	}
