@@ -16,9 +16,10 @@ type userNS struct {
 
 // setupUserNS reserves an ID range (and cgroups, when nspawn is not
 // registered with machined, which would make a scope) for the container
-// of o. Nothing is mounted yet: that happens in the container's own mount
-// namespace when nspawn starts (see privateRoot.launch). On error
-// nothing is left.
+// of o, and starts making the user namespace its root filesystem is
+// idmapped with (pendingUserNS). Nothing is mounted yet: that happens in
+// the container's own mount namespace when nspawn starts (see
+// privateRoot.launch). On error nothing is left; release gives it all back.
 //
 // A detached container on a systemd host is a service of that systemd
 // (ownUnit), started where racker cannot prepare a mount namespace: there
