@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/racker-postroj/racker/internal/acquire"
+	"github.com/racker-postroj/racker/internal/aptlists"
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/curated"
 	"github.com/racker-postroj/racker/internal/egress"
@@ -284,6 +285,7 @@ func newProbeEnv(c *cli.Context) (*probeEnv, error) {
 			Network:      mode,
 			Allow:        allow,
 			PackageCache: packages,
+			Indexes:      &aptlists.Cache{Dir: filepath.Join(packages.Dir, "apt-lists"), Logger: logger(c)},
 			Logger:       logger(c),
 			BootTimeout:  c.Duration("boot-timeout"),
 			Settle:       c.Duration("settle"),
@@ -333,7 +335,7 @@ func (e *probeEnv) acquirer(t acquire.Target) func(ctx context.Context) (probe.I
 		if err != nil {
 			return probe.Image{}, err
 		}
-		return probe.Image{Reference: img.Image.Reference, RootFS: img.RootFS, Executor: img.Executor}, nil
+		return probe.Image{Reference: img.Image.Reference, Digest: img.Image.Digest, RootFS: img.RootFS, Executor: img.Executor}, nil
 	}
 }
 

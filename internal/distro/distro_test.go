@@ -147,16 +147,16 @@ func TestInstallScript(t *testing.T) {
 		names, path []string
 		want        []string // lines after the preamble
 	}{
-		{"apt-get", nil, paths, []string{"apt-get update -q -o Acquire::Languages=none", "apt-get install -y -q /run/postroj/packages/x_1.0_amd64.deb"}},
-		{"apt-get", []string{"apache2"}, nil, []string{"apt-get update -q -o Acquire::Languages=none", "apt-get install -y -q apache2"}},
+		{"apt-get", nil, paths, []string{"apt-get install -y -q /run/postroj/packages/x_1.0_amd64.deb"}},
+		{"apt-get", []string{"apache2"}, nil, []string{"apt-get install -y -q apache2"}},
 		{"dnf", nil, rpms, []string{"dnf install -y /run/postroj/packages/grafana-8.5.1-1.x86_64.rpm"}},
 		{"yum", []string{"httpd"}, rpms, []string{"yum install -y httpd", "yum install -y /run/postroj/packages/grafana-8.5.1-1.x86_64.rpm"}},
 		{"microdnf", nil, rpms, []string{"microdnf install -y /run/postroj/packages/grafana-8.5.1-1.x86_64.rpm"}},
 		{"zypper", nil, rpms, []string{"zypper --non-interactive --gpg-auto-import-keys install --allow-unsigned-rpm /run/postroj/packages/grafana-8.5.1-1.x86_64.rpm"}},
 		{"zypper", []string{"apache2"}, nil, []string{"zypper --non-interactive --gpg-auto-import-keys install apache2"}},
-		{"pacman", nil, []string{"/run/postroj/packages/x-1-1-any.pkg.tar.zst"}, []string{"pacman -Sy --noconfirm", "pacman -U --noconfirm /run/postroj/packages/x-1-1-any.pkg.tar.zst"}},
-		{"pacman", []string{"apache"}, nil, []string{"pacman -Sy --noconfirm", "pacman -S --noconfirm --needed apache"}},
-		{"apt-get", nil, []string{"/run/postroj/packages/it's.deb"}, []string{"apt-get update -q -o Acquire::Languages=none", `apt-get install -y -q '/run/postroj/packages/it'\''s.deb'`}},
+		{"pacman", nil, []string{"/run/postroj/packages/x-1-1-any.pkg.tar.zst"}, []string{"pacman -U --noconfirm /run/postroj/packages/x-1-1-any.pkg.tar.zst"}},
+		{"pacman", []string{"apache"}, nil, []string{"pacman -S --noconfirm --needed apache"}},
+		{"apt-get", nil, []string{"/run/postroj/packages/it's.deb"}, []string{`apt-get install -y -q '/run/postroj/packages/it'\''s.deb'`}},
 	} {
 		m, ok := LookupManager(tt.manager)
 		if !ok {
@@ -166,6 +166,35 @@ func TestInstallScript(t *testing.T) {
 		want := strings.Join(append([]string{"set -e", "export DEBIAN_FRONTEND=noninteractive"}, tt.want...), "\n") + "\n"
 		if got != want {
 			t.Errorf("%s %v %v:\n%s\nwant:\n%s", tt.manager, tt.names, tt.path, got, want)
+		}
+	}
+}
+
+// The refresh runs before the install; after indexes were put back, apt
+// must revalidate every one of them or fail, and keep the binary caches
+// that still fit.
+func TestRefreshScript(t *testing.T) {
+	for _, tt := range []struct {
+		manager string
+		kept    bool
+		want    []string // lines after the preamble, none for no script
+	}{
+		{"apt-get", false, []string{"apt-get update -q -o Acquire::Languages=none"}},
+		{"apt-get", true, []string{"apt-get update -q -o Acquire::Languages=none -o APT::Update::Error-Mode=any -o pkgCacheFile::Generate=false",
+			"apt-cache gencaches -q"}},
+		{"pacman", false, []string{"pacman -Sy --noconfirm"}},
+		{"pacman", true, []string{"pacman -Sy --noconfirm"}},
+		{"dnf", false, nil},
+		{"zypper", true, nil},
+	} {
+		m, _ := LookupManager(tt.manager)
+		got := m.RefreshScript(tt.kept)
+		want := ""
+		if tt.want != nil {
+			want = strings.Join(append([]string{"set -e", "export DEBIAN_FRONTEND=noninteractive"}, tt.want...), "\n") + "\n"
+		}
+		if got != want {
+			t.Errorf("%s kept=%v:\n%s\nwant:\n%s", tt.manager, tt.kept, got, want)
 		}
 	}
 }

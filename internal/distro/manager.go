@@ -17,9 +17,12 @@ type Manager struct {
 	Type   PackageType // the package files it installs
 
 	refresh []string // run before installing, if the install does not refresh by itself
-	install []string // installs packages by name; the names follow
-	files   []string // installs package files, resolving dependencies; the paths follow
-	minimal []string // added to install to get only what is asked for (no recommends)
+	// revalidate is added to refresh when the indexes of an earlier
+	// container were put back (see RefreshScript); rebuild then follows.
+	revalidate, rebuild []string
+	install             []string // installs packages by name; the names follow
+	files               []string // installs package files, resolving dependencies; the paths follow
+	minimal             []string // added to install to get only what is asked for (no recommends)
 	// unsynced is added to install when preparing a tree: no sync per file
 	// written (the caller syncs the whole tree once, at the end).
 	unsynced []string
@@ -34,7 +37,14 @@ var managers = []Manager{
 		// Without the descriptions' translations, 40% of a Debian
 		// release's index: installing needs none of them.
 		refresh: []string{"apt-get", "update", "-q", "-o", "Acquire::Languages=none"},
-		install: []string{"apt-get", "install", "-y", "-q"},
+		// apt-get update warns and goes on with the old index when a
+		// fetch fails: with put-back lists that would be using them
+		// unrevalidated. And it drops the binary caches it would only
+		// build again from unchanged lists; gencaches builds them only
+		// if they no longer fit.
+		revalidate: []string{"-o", "APT::Update::Error-Mode=any", "-o", "pkgCacheFile::Generate=false"},
+		rebuild:    []string{"apt-cache", "gencaches", "-q"},
+		install:    []string{"apt-get", "install", "-y", "-q"},
 		// A path (not a name) makes apt-get install that file and resolve
 		// its dependencies from the repositories.
 		files:   []string{"apt-get", "install", "-y", "-q"},
@@ -176,6 +186,9 @@ func (m Manager) Packages(generic []string) []string {
 func (m Manager) PrepareScript(pkgs []string) string {
 	var b strings.Builder
 	m.preamble(&b)
+	if m.refresh != nil {
+		b.WriteString(shellJoin(m.refresh) + "\n")
+	}
 	args := append(append(slices.Clone(m.install), m.minimal...), m.unsynced...)
 	b.WriteString(shellJoin(append(args, pkgs...)) + "\n")
 	if m.clean != nil {
@@ -184,10 +197,31 @@ func (m Manager) PrepareScript(pkgs []string) string {
 	return b.String()
 }
 
+// RefreshScript returns the shell script that refreshes the repository
+// metadata before InstallScript, or "" when m's install does that by
+// itself. kept says that the indexes of an earlier container of the image
+// were put back first: then every index must still be revalidated with
+// its repository, and the script fails when one cannot be (rather than
+// going on with the old one, as apt-get does by default).
+func (m Manager) RefreshScript(kept bool) string {
+	if m.refresh == nil {
+		return ""
+	}
+	var b strings.Builder
+	m.preamble(&b)
+	if kept && m.revalidate != nil {
+		b.WriteString(shellJoin(append(slices.Clone(m.refresh), m.revalidate...)) + "\n")
+		b.WriteString(shellJoin(m.rebuild) + "\n")
+		return b.String()
+	}
+	b.WriteString(shellJoin(m.refresh) + "\n")
+	return b.String()
+}
+
 // InstallScript returns the shell script that installs the packages named
 // names from the root's repositories, then the package files at paths,
 // resolving their dependencies, as the distribution does by default: for a
-// probe in a throw-away container.
+// probe in a throw-away container, after RefreshScript.
 func (m Manager) InstallScript(names, paths []string) string {
 	var b strings.Builder
 	m.preamble(&b)
@@ -200,13 +234,9 @@ func (m Manager) InstallScript(names, paths []string) string {
 	return b.String()
 }
 
-// preamble makes the script stop at the first failure, never ask, and
-// refresh the repository metadata when the manager needs that done first.
+// preamble makes the script stop at the first failure and never ask.
 func (m Manager) preamble(b *strings.Builder) {
 	b.WriteString("set -e\nexport DEBIAN_FRONTEND=noninteractive\n")
-	if m.refresh != nil {
-		b.WriteString(shellJoin(m.refresh) + "\n")
-	}
 }
 
 // shellJoin quotes args for sh where needed.

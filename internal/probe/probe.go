@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/racker-postroj/racker/internal/aptlists"
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/distro"
 	"github.com/racker-postroj/racker/internal/egress"
@@ -37,7 +38,10 @@ const (
 // Image is a root filesystem ready to boot.
 type Image struct {
 	Reference string // the image reference it came from, for reports
-	RootFS    string
+	// Digest is the image's manifest digest; it keys the index cache (none
+	// is used without it).
+	Digest string
+	RootFS string
 	// Executor says how commands enter the booted container (the catalogue
 	// knows for CentOS 7); ExecAuto tells from the image.
 	Executor nspawn.Executor
@@ -136,6 +140,10 @@ type Prober struct {
 	Network      container.NetworkMode
 	Allow        []egress.Rule
 	PackageCache *egress.Cache
+	// Indexes, when set, keeps apt's lists between probes of one image
+	// under a private network (see aptlists): apt-get update then
+	// revalidates them instead of fetching them all again.
+	Indexes *aptlists.Cache
 }
 
 func (p *Prober) logger() *slog.Logger {
@@ -325,7 +333,7 @@ func (p *Prober) run(ctx context.Context, spec Spec, r *Report) (err error) {
 	if len(paths) > 0 || len(spec.Install) > 0 {
 		names := append(append([]string{}, spec.Install...), pkgNames(pkgs)...)
 		s := r.begin(KindInstall, strings.Join(names, " "))
-		ok, err := p.install(ctx, m, mgr, spec.Install, paths, s)
+		ok, err := p.install(ctx, m, mgr, img, spec.Install, paths, s, log)
 		if err != nil {
 			return err
 		}
@@ -394,10 +402,11 @@ func pkgNames(pkgs []Package) []string {
 	return out
 }
 
-// install runs the package manager. ok is false when it failed (the step
+// install runs the package manager: its refresh (with the index cache's
+// lists of an earlier container of img put back first, and the lists
+// kept after), then the install. ok is false when it failed (the step
 // then says why); err is for an interrupted or lost container.
-func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, names, paths []string, s *Step) (ok bool, err error) {
-	script := mgr.InstallScript(names, paths)
+func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, img Image, names, paths []string, s *Step, log *slog.Logger) (ok bool, err error) {
 	var tail humanize.Tail
 	var out io.Writer = &tail
 	if p.Output != nil {
@@ -406,7 +415,32 @@ func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, nam
 	w := &syncWriter{w: out}
 	ictx, cancel := context.WithTimeout(ctx, InstallTimeout)
 	defer cancel()
-	code, err := m.Exec(ictx, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Stdout: w, Stderr: w})
+	run := func(script string) (int, error) {
+		return m.Exec(ictx, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Stdout: w, Stderr: w})
+	}
+	var code int
+	if refresh := mgr.RefreshScript(false); refresh != "" {
+		idx := p.indexes(m, mgr, img, log)
+		defer idx.close()
+		if idx.restore(ctx) {
+			code, err = run(mgr.RefreshScript(true))
+			if err == nil && code != 0 && ictx.Err() == nil {
+				// Not revalidated: refresh as if nothing had been kept.
+				idx.undo(code)
+				code, err = run(refresh)
+			}
+		} else {
+			code, err = run(refresh)
+		}
+		if err == nil && code == 0 {
+			// Before the install: nothing of the package has run yet.
+			idx.keep(ctx)
+		}
+		s.IndexCache = idx.summary()
+	}
+	if err == nil && code == 0 {
+		code, err = run(mgr.InstallScript(names, paths))
+	}
 	s.Output = commandOutput(&tail)
 	switch {
 	case ctx.Err() != nil:

@@ -49,6 +49,10 @@ type Step struct {
 	Error string `json:"error,omitempty"`
 	// Output is the tail of a command's output (install, command).
 	Output string `json:"output,omitempty"`
+	// IndexCache says what the index cache did in an install step: apt's
+	// lists of an earlier probe of the image put back, refused (and why),
+	// kept for the next one, or unchanged.
+	IndexCache string `json:"indexCache,omitempty"`
 	// Status and Journal are `systemctl status` and the unit's last
 	// journal lines, for units that did not become active.
 	Status  string `json:"status,omitempty"`
