@@ -415,22 +415,25 @@ func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, img
 	w := &syncWriter{w: out}
 	ictx, cancel := context.WithTimeout(ctx, InstallTimeout)
 	defer cancel()
-	run := func(script string) (int, error) {
-		return m.Exec(ictx, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Stdout: w, Stderr: w})
+	run := func(what, script string) (int, error) {
+		t0 := time.Now()
+		code, err := m.Exec(ictx, nspawn.Process{Args: []string{"/bin/sh", "-c", script}, Stdout: w, Stderr: w})
+		log.Info(what, "manager", mgr.Name, "status", code, "took", time.Since(t0))
+		return code, err
 	}
 	var code int
 	if refresh := mgr.RefreshScript(false); refresh != "" {
 		idx := p.indexes(m, mgr, img, log)
 		defer idx.close()
 		if idx.restore(ctx) {
-			code, err = run(mgr.RefreshScript(true))
+			code, err = run("revalidated", mgr.RefreshScript(true))
 			if err == nil && code != 0 && ictx.Err() == nil {
 				// Not revalidated: refresh as if nothing had been kept.
 				idx.undo(code)
-				code, err = run(refresh)
+				code, err = run("refreshed", refresh)
 			}
 		} else {
-			code, err = run(refresh)
+			code, err = run("refreshed", refresh)
 		}
 		if err == nil && code == 0 {
 			// Before the install: nothing of the package has run yet.
@@ -439,7 +442,7 @@ func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, img
 		s.IndexCache = idx.summary()
 	}
 	if err == nil && code == 0 {
-		code, err = run(mgr.InstallScript(names, paths))
+		code, err = run("installed", mgr.InstallScript(names, paths))
 	}
 	s.Output = commandOutput(&tail)
 	switch {
