@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -268,7 +269,7 @@ func TestRestoreRefusesCorruption(t *testing.T) {
 			if _, _, err := c.Keep(ctx, open(t, container(t, packages)), key, nil); err != nil {
 				t.Fatal(err)
 			}
-			m, err := c.load(key)
+			m, _, err := c.load(key)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -353,5 +354,41 @@ func TestNewKey(t *testing.T) {
 	}
 	if _, err := NewKey("", "apt-get update", dir); err == nil {
 		t.Errorf("NewKey without a digest did not fail")
+	}
+}
+
+// Probes of one image keep and put back at once: every put-back is
+// complete or nothing, never an error, and the entry stays whole.
+func TestConcurrentKeepAndRestore(t *testing.T) {
+	ctx := context.Background()
+	c := &Cache{Dir: t.TempDir()}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := 0; i < 4; i++ {
+		src, dst := open(t, container(t, packages)), open(t, emptyContainer(t))
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, _, err := c.Keep(ctx, src, key, nil); err != nil {
+				errs <- fmt.Errorf("Keep: %w", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if k, err := c.Restore(ctx, dst, key); err != nil || k != nil && len(k.Files) != 3 {
+				errs <- fmt.Errorf("Restore = %v, %v", k, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if k, err := c.Restore(ctx, open(t, emptyContainer(t)), key); err != nil || k == nil {
+		t.Errorf("Restore after = %v, %v", k, err)
+	}
+	if blobs, _ := os.ReadDir(filepath.Join(c.Dir, "blobs")); len(blobs) != 3 {
+		t.Errorf("blobs: %v", blobs)
 	}
 }

@@ -161,33 +161,34 @@ func validKey(key string) bool {
 	return err == nil && len(b) == sha256.Size
 }
 
-// load reads the manifest of key; nil without one.
-func (c *Cache) load(key string) (*manifest, error) {
+// load reads the manifest of key: nil, nil, nil without one; its bytes
+// also when it is not valid.
+func (c *Cache) load(key string) (*manifest, []byte, error) {
 	b, err := os.ReadFile(c.manifestPath(key))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var m manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("apt lists %s: %w", key[:12], err)
+		return nil, b, fmt.Errorf("apt lists %s: %w", key[:12], err)
 	}
 	if m.Key != key || len(m.Files) == 0 {
-		return nil, fmt.Errorf("apt lists %s: manifest of another key or empty", key[:12])
+		return nil, b, fmt.Errorf("apt lists %s: manifest of another key or empty", key[:12])
 	}
 	var total int64
 	for _, f := range m.Files {
 		if !validFile(f) {
-			return nil, fmt.Errorf("apt lists %s: bad entry %q in %q", key[:12], f.Name, f.Dir)
+			return nil, b, fmt.Errorf("apt lists %s: bad entry %q in %q", key[:12], f.Name, f.Dir)
 		}
 		total += f.Size
 	}
 	if total > maxTotal {
-		return nil, fmt.Errorf("apt lists %s: %d bytes, more than %d", key[:12], total, int64(maxTotal))
+		return nil, b, fmt.Errorf("apt lists %s: %d bytes, more than %d", key[:12], total, int64(maxTotal))
 	}
-	return &m, nil
+	return &m, b, nil
 }
 
 // validFile says whether f names a file Keep would keep.
@@ -218,22 +219,23 @@ func (c *Cache) Restore(ctx context.Context, root *rootfs.Root, key string) (*Ke
 	if !validKey(key) {
 		return nil, fmt.Errorf("apt lists: bad key %q", key)
 	}
-	m, err := c.load(key)
-	if m == nil {
-		if err != nil {
-			c.drop(ctx, key)
-		}
-		return nil, err
+	if _, err := os.Stat(c.manifestPath(key)); errors.Is(err, os.ErrNotExist) {
+		return nil, nil // nothing kept: no need to lock
 	}
-	blobs, err := c.openBlobs(ctx, m)
+	m, raw, blobs, err := c.open(ctx, key)
 	defer func() {
 		for _, b := range blobs {
 			b.Close()
 		}
 	}()
 	if err != nil {
-		c.drop(ctx, key)
+		if raw != nil {
+			c.drop(ctx, key, raw)
+		}
 		return nil, err
+	}
+	if m == nil {
+		return nil, nil
 	}
 	// The kept releases, checked against their digests, say what the kept
 	// indexes must be, as when they were kept.
@@ -246,14 +248,14 @@ func (c *Cache) Restore(ctx context.Context, root *rootfs.Root, key string) (*Ke
 		}
 		var b bytes.Buffer
 		if err := copyChecked(&b, blobs[i], f.Size, f.SHA256); err != nil {
-			c.drop(ctx, key)
+			c.drop(ctx, key, raw)
 			return nil, fmt.Errorf("apt lists: %s: %w", f.Name, err)
 		}
 		releases[f.Name] = b.Bytes()
 		srcs[i] = bytes.NewReader(b.Bytes())
 	}
 	if err := verify(m.Files, releases); err != nil {
-		c.drop(ctx, key)
+		c.drop(ctx, key, raw)
 		return nil, err
 	}
 	dirs := map[string]*targetDir{}
@@ -296,7 +298,7 @@ func (c *Cache) Restore(ctx context.Context, root *rootfs.Root, key string) (*Ke
 	if err := g.Wait(); err != nil {
 		undo()
 		if errors.Is(err, ErrMismatch) {
-			c.drop(ctx, key)
+			c.drop(ctx, key, raw)
 		}
 		return nil, err
 	}
@@ -315,23 +317,28 @@ type placed struct {
 	name, temp string
 }
 
-// openBlobs opens the blobs of m's files, in order, under the shared lock
-// (so that no writer removes one in between).
-func (c *Cache) openBlobs(ctx context.Context, m *manifest) ([]*os.File, error) {
+// open reads key's manifest and opens the blobs of its files, in order,
+// under the shared lock, so that no writer replaces the one or removes
+// the others in between. raw is the manifest's content, also when it or
+// its blobs are not valid.
+func (c *Cache) open(ctx context.Context, key string) (m *manifest, raw []byte, blobs []*os.File, err error) {
 	unlock, err := flock.LockShared(ctx, c.lockPath())
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	defer unlock()
-	var out []*os.File
+	m, raw, err = c.load(key)
+	if m == nil {
+		return nil, raw, nil, err
+	}
 	for _, f := range m.Files {
 		b, err := os.Open(c.blobPath(f.SHA256))
 		if err != nil {
-			return out, fmt.Errorf("apt lists: %s: %w", f.Name, err)
+			return nil, raw, blobs, fmt.Errorf("apt lists: %s: %w", f.Name, err)
 		}
-		out = append(out, b)
+		blobs = append(blobs, b)
 	}
-	return out, nil
+	return m, raw, blobs, nil
 }
 
 // targetDir is a directory of the container that files are put into.
@@ -421,14 +428,18 @@ func (k *Kept) Remove(root *rootfs.Root) error {
 	return first
 }
 
-// drop removes key's entry (it did not check out) and the blobs nothing
-// else needs.
-func (c *Cache) drop(ctx context.Context, key string) {
-	unlock, err := flock.Lock(ctx, c.lockPath(), nil)
+// drop removes key's entry, whose manifest was raw when it did not check
+// out (unless a writer has replaced it since), and the blobs nothing else
+// needs.
+func (c *Cache) drop(ctx context.Context, key string, raw []byte) {
+	unlock, err := flock.Lock(context.WithoutCancel(ctx), c.lockPath(), nil)
 	if err != nil {
 		return
 	}
 	defer unlock()
+	if cur, err := os.ReadFile(c.manifestPath(key)); err != nil || !bytes.Equal(cur, raw) {
+		return
+	}
 	os.Remove(c.manifestPath(key))
 	c.collect()
 	c.logger().Info("apt lists: dropped an entry that did not check out", "key", key[:12])
@@ -444,7 +455,7 @@ func (c *Cache) collect() {
 		if !validKey(key) {
 			continue
 		}
-		m, err := c.load(key)
+		m, _, err := c.load(key)
 		if err != nil || m == nil {
 			continue
 		}
