@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -21,10 +22,14 @@ import (
 //     --network=host; postroj-pkgprobe (private, the default) over it is
 //     the price of the private network (netns listener, allowlist,
 //     proxy settings);
-//   - webfs-cold and webfs-warm: postroj pkgprobe of Debian's webfs on the
-//     probe group's image, with an empty cache directory each time and with
-//     one warmed in a setup step: the install step (apt-get update and
-//     install through the proxy) with a warm package cache over without;
+//   - webfs-cold and webfs-warm: postroj pkgprobe of Debian's webfs on
+//     debian-bookworm built from the mirror (postroj pull --source=mirror,
+//     what users without a registry get: empty apt lists), with an empty
+//     cache directory each time and with one warmed in a setup step: the
+//     install step (apt-get update and install through the proxy) with a
+//     warm package and index cache over without. (The probe group's image
+//     is prepared by postroj, which keeps the lists of its preparation: its
+//     apt-get update never fetches a Packages index, cold or warm.)
 //   - selftest-jobs1 and selftest-jobs2: postroj selftest pkgprobe over the
 //     four Debian releases the mirror serves, --jobs 1 and 2.
 
@@ -54,8 +59,8 @@ func netCases() []benchCase {
 			id:    "webfs-cold",
 			group: "net",
 			name:  "pkgprobe webfs, cold package cache",
-			cmd:   "POSTROJ_CACHE=DIR/cache postroj pkgprobe --image=debian-bookworm --package=" + webfsURL + " --check-unit=webfs --check-network=http://localhost:8000 (an empty cache each time)",
-			setup: setupProbeStore,
+			cmd:   "POSTROJ_CACHE=DIR/cache postroj pkgprobe --image=debian-bookworm --package=" + webfsURL + " --check-unit=webfs --check-network=http://localhost:8000 (debian-bookworm from the mirror; an empty cache each time)",
+			setup: setupWebfsStore,
 			run: func(ctx context.Context, e *env, r *runner, dir string) error {
 				return webfsProbe(ctx, e, r, dir, filepath.Join(dir, "cache"), false)
 			},
@@ -66,7 +71,7 @@ func netCases() []benchCase {
 			name:  "pkgprobe webfs, warm package cache",
 			cmd:   "as webfs-cold, with a cache that one probe filled in a setup step",
 			setup: func(ctx context.Context, e *env) error {
-				if err := setupProbeStore(ctx, e); err != nil {
+				if err := setupWebfsStore(ctx, e); err != nil {
 					return err
 				}
 				dir := filepath.Join(e.work, "webfs-warm")
@@ -100,16 +105,54 @@ func netCases() []benchCase {
 	}
 }
 
+// webfsStore is the store of the webfs cases (setupWebfsStore).
+func webfsStore(e *env) string { return filepath.Join(e.work, "webfs-store") }
+
+// setupWebfsStore makes the store of the webfs cases: debian-bookworm from
+// the tests' template store when it has it (built by the scripts'
+// curatedstore, from Debian's mirror), else built here with postroj pull
+// --source=mirror (minutes).
+func setupWebfsStore(ctx context.Context, e *env) error {
+	root := webfsStore(e)
+	if _, err := os.Stat(filepath.Join(root, "refs")); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return err
+	}
+	tmpl, _ := filepath.Glob(filepath.Join(testenv.CacheDir(), "postroj-stores", probeImage+"-*", "built"))
+	if len(tmpl) > 0 {
+		dir := filepath.Dir(tmpl[0])
+		fmt.Fprintf(e.stdout, "Linking %s from the tests' template store %s for the webfs cases.\n", probeImage, dir)
+		for _, d := range []string{"images", "refs"} {
+			if out, err := exec.CommandContext(ctx, "cp", "-al", filepath.Join(dir, d), root+"/").CombinedOutput(); err != nil {
+				return fmt.Errorf("copying %s: %v: %s", dir, err, out)
+			}
+		}
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "Building %s from Debian's mirror with postroj pull --source=mirror for the webfs cases (a few minutes).\n", probeImage)
+	r := runner{env: e.postrojEnv()}
+	_, err := r.exec(ctx, e.postroj, "--root", root, "pull", "--source=mirror", probeImage)
+	return err
+}
+
+// packagesIndex matches the URLs of Debian's Packages indexes (by name or
+// by hash).
+var packagesIndex = regexp.MustCompile(`/dists/[^?]*/binary-[^/]+/(Packages|by-hash/)`)
+
 // webfsProbe probes webfs with the cache directory cache (postroj's
-// --cache-dir: downloads and packages) and records the install step as a
-// phase. warm says the cache must have served package files.
+// --cache-dir: downloads, packages and apt's lists) and records the
+// install step as a phase. warm says the cache must have served package
+// files and put apt's lists back, so that no Packages index was fetched;
+// cold runs must have fetched one (nothing cached, the lists included).
 func webfsProbe(ctx context.Context, e *env, r *runner, dir, cache string, warm bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	report := filepath.Join(dir, "webfs.json")
-	r.env = append(environWithout("POSTROJ_CACHE"), append(e.probe.env[:len(e.probe.env):len(e.probe.env)], "POSTROJ_CACHE="+cache)...)
-	stdout, err := r.exec(ctx, e.postroj, "--root", e.probe.root, "pkgprobe", "--image="+probeImage, "--package="+webfsURL,
+	r.env = append(environWithout("POSTROJ_CACHE"), append(e.postrojEnv(), "POSTROJ_CACHE="+cache)...)
+	stdout, err := r.exec(ctx, e.postroj, "--root", webfsStore(e), "pkgprobe", "--image="+probeImage, "--package="+webfsURL,
 		"--check-unit=webfs", "--check-network=http://localhost:8000", "--report="+report)
 	if err != nil {
 		return fmt.Errorf("%w; stdout: %s", err, humanize.Last([]byte(stdout), 10))
@@ -117,11 +160,15 @@ func webfsProbe(ctx context.Context, e *env, r *runner, dir, cache string, warm 
 	var rep struct {
 		Result string `json:"result"`
 		Steps  []struct {
-			Kind    string  `json:"kind"`
-			Seconds float64 `json:"seconds"`
+			Kind       string  `json:"kind"`
+			Seconds    float64 `json:"seconds"`
+			IndexCache string  `json:"indexCache"`
 		} `json:"steps"`
 		Egress struct {
-			Cached int `json:"cached"`
+			Cached   int `json:"cached"`
+			Requests []struct {
+				URL string `json:"url"`
+			} `json:"requests"`
 		} `json:"egress"`
 	}
 	data, err := os.ReadFile(report)
@@ -140,10 +187,22 @@ func webfsProbe(ctx context.Context, e *env, r *runner, dir, cache string, warm 
 	if !warm && rep.Egress.Cached != 0 {
 		return fmt.Errorf("an empty package cache served %d requests", rep.Egress.Cached)
 	}
+	fetched := false
+	for _, q := range rep.Egress.Requests {
+		fetched = fetched || packagesIndex.MatchString(q.URL)
+	}
 	for _, s := range rep.Steps {
-		if s.Kind == "install" {
-			r.phase("install", time.Duration(s.Seconds*float64(time.Second)))
+		if s.Kind != "install" {
+			continue
 		}
+		putBack := strings.Contains(s.IndexCache, "put back")
+		switch {
+		case warm && (fetched || !putBack):
+			return fmt.Errorf("a warm index cache: lists %q, a Packages index fetched: %v", s.IndexCache, fetched)
+		case !warm && (!fetched || putBack):
+			return fmt.Errorf("an empty index cache: lists %q, a Packages index fetched: %v", s.IndexCache, fetched)
+		}
+		r.phase("install", time.Duration(s.Seconds*float64(time.Second)))
 	}
 	return nil
 }
