@@ -79,6 +79,7 @@ func (u *userNS) start(cmd *exec.Cmd) (<-chan error, error) {
 	if err != nil {
 		return nil, err
 	}
+	u.root.Cgroups.warmMoves()
 	// Without nspawn's pid in the reservation a detached container would
 	// lose its range when this process exits.
 	return waited, u.started(cmd.Process.Pid)

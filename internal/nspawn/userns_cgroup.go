@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -116,7 +117,7 @@ func ownCgroups() (map[string]string, error) {
 // before it would be the slowest step of an unbooted run: the first move
 // of a task between cgroups after a quiet moment waits for an RCU grace
 // period of the kernel (10 ms and more on a small VM), and nspawn's own
-// moves, tens of milliseconds later, wait for another.
+// moves, tens of milliseconds later, wait for another (see warmMoves).
 func (c containerCgroups) enterLegacy() (leave func(), err error) {
 	if c.legacy == "" || c.unified != "" {
 		return func() {}, nil
@@ -127,6 +128,54 @@ func (c containerCgroups) enterLegacy() (leave func(), err error) {
 	}
 	parent := filepath.Dir(c.legacy)
 	return func() { os.WriteFile(filepath.Join(parent, "tasks"), []byte(tid), 0) }, nil
+}
+
+// Moving a task between cgroups takes a lock that, when no move happened
+// just before, first waits for an RCU grace period of the kernel: 8-20 ms
+// on a small VM, whatever the cgroups. nspawn's own moves (of the
+// container's init into payload/, of itself into supervisor/) come some
+// 20 ms after it starts and would wait so; a grace period that has just
+// passed lets them through at once.
+const (
+	// movesWarmEvery is how often warmMoves moves a task while nspawn has
+	// not moved itself: less than a grace period, so that one is always
+	// fresh.
+	movesWarmEvery = 4 * time.Millisecond
+	// movesWarmFor bounds warmMoves, should nspawn never get that far.
+	movesWarmFor = time.Second
+)
+
+// warmMoves readies the kernel for nspawn's moves into c (see
+// movesWarmEvery), from the moment nspawn has started until it has moved
+// itself into supervisor/ or movesWarmFor has passed: it moves this process
+// into the cgroup it is in, which changes nothing but takes the lock.
+func (c containerCgroups) warmMoves() {
+	dir := c.unified
+	if dir == "" {
+		dir = c.legacy
+	}
+	if dir == "" {
+		return
+	}
+	own := filepath.Join(filepath.Dir(dir), "cgroup.procs")
+	pid := []byte(strconv.Itoa(os.Getpid()))
+	supervisor := filepath.Join(dir, "supervisor", "cgroup.procs")
+	go func() {
+		deadline := time.Now().Add(movesWarmFor)
+		for time.Now().Before(deadline) {
+			b, err := os.ReadFile(supervisor)
+			if err == nil && len(b) > 0 {
+				return
+			}
+			if _, err := os.Stat(dir); err != nil {
+				return // nspawn is gone, and its cgroups with it
+			}
+			if err := os.WriteFile(own, pid, 0); err != nil {
+				return
+			}
+			time.Sleep(movesWarmEvery)
+		}
+	}()
 }
 
 // removeCgroups removes cgroup directories and what nspawn created below
