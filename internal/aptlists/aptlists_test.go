@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/racker-postroj/racker/internal/rootfs"
 )
 
@@ -390,5 +392,32 @@ func TestConcurrentKeepAndRestore(t *testing.T) {
 	}
 	if blobs, _ := os.ReadDir(filepath.Join(c.Dir, "blobs")); len(blobs) != 3 {
 		t.Errorf("blobs: %v", blobs)
+	}
+}
+
+// What a writer killed while keeping left (a temporary blob nobody holds)
+// goes with the next Keep; a live writer's stays.
+func TestKeepSweepsDeadWritersFiles(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	os.MkdirAll(filepath.Join(c.Dir, "blobs"), 0o755)
+	dead, live := c.blobPath(".tmp-dead"), c.blobPath(".tmp-live")
+	os.WriteFile(dead, []byte("part"), 0o644)
+	os.WriteFile(live, []byte("part"), 0o644)
+	f, err := os.Open(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Keep(context.Background(), open(t, container(t, packages)), key, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a dead writer's file is still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a live writer's file is gone: %v", err)
 	}
 }

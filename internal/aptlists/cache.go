@@ -445,8 +445,8 @@ func (c *Cache) drop(ctx context.Context, key string, raw []byte) {
 	c.logger().Info("apt lists: dropped an entry that did not check out", "key", key[:12])
 }
 
-// collect removes blobs that no manifest names, and temporary files of
-// writers that died (older than an hour); the caller holds the lock.
+// collect removes blobs that no manifest names, and the temporary files
+// of writers that died (killed while keeping); the caller holds the lock.
 func (c *Cache) collect() {
 	used := map[string]bool{}
 	ms, _ := filepath.Glob(filepath.Join(c.Dir, "*.json"))
@@ -468,8 +468,13 @@ func (c *Cache) collect() {
 		n := e.Name()
 		switch {
 		case strings.HasPrefix(n, ".tmp-"):
-			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
-				os.Remove(c.blobPath(n))
+			// Its writer holds a lock on it until it is renamed: one that
+			// can be locked is a dead writer's.
+			if f, err := os.Open(c.blobPath(n)); err == nil {
+				if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+					os.Remove(c.blobPath(n))
+				}
+				f.Close()
 			}
 		case !used[n]:
 			os.Remove(c.blobPath(n))
@@ -705,11 +710,14 @@ func (c *Cache) keepFile(ctx context.Context, src io.Reader, limit int64) (File,
 		return File{}, err
 	}
 	defer os.Remove(tmp) // a no-op once renamed
+	// Held until the rename: collect removes only temporary files nobody
+	// holds (the kernel drops the lock of a killed writer).
+	defer dst.Close()
+	if err := unix.Flock(int(dst.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return File{}, err
+	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(dst, h), io.LimitReader(src, limit+1))
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
 		return File{}, err
 	}
