@@ -73,7 +73,9 @@ demo: deps build
 #         racker run --userns=host;
 #   probe: postroj pkgprobe --image=debian-bookworm --check-unit=systemd-journald,
 #         warm, against the masked nspawn boot floor on the tree it boots, and
-#         against the same probe with --userns=host.
+#         against the same probe with --userns=host; and cold, from an empty
+#         store and package cache (pull, prepare with apt-get from Debian's
+#         mirror, boot, probe).
 # BENCH_CASES=pull (or run, probe, net, or a list) picks some. The reference tools
 # are installed here only: racker needs neither.
 BENCH_DEPS := skopeo umoci

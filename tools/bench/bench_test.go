@@ -159,7 +159,7 @@ func TestSelectCases(t *testing.T) {
 	for _, tt := range []struct{ list, want string }{
 		{"pull", "racker-pull,racker-pull-uptodate,skopeo-umoci,gzip-tar"},
 		{"run", "racker-run,racker-run-hostusers,nspawn-boot,racker-run-nomask,nspawn-boot-nomask,racker-run-noboot,nspawn-noboot"},
-		{"probe", "postroj-pkgprobe,postroj-pkgprobe-hostusers,probe-floor"},
+		{"probe", "postroj-pkgprobe,postroj-pkgprobe-hostusers,probe-floor,probe-cold"},
 		// Table order, whatever the order of the list; no duplicates.
 		{"gzip-tar, racker-pull,gzip-tar", "racker-pull,gzip-tar"},
 		{"nspawn-noboot,pull", "racker-pull,racker-pull-uptodate,skopeo-umoci,gzip-tar,nspawn-noboot"},
@@ -188,8 +188,13 @@ func TestGroups(t *testing.T) {
 		if !slices.Contains(groups, c.group) {
 			t.Errorf("case %s: group %q is not one of %v", c.id, c.group, groups)
 		}
-		if (c.group == "run" || c.group == "probe") && (!c.short || c.setup == nil) {
-			t.Errorf("case %s: run and probe cases are short and set the store up", c.id)
+		if c.group == "run" && !c.short {
+			t.Errorf("case %s: run cases are short", c.id)
+		}
+		// Warm cases share a store that a setup makes; the cold probe
+		// makes its own every time.
+		if (c.group == "run" || c.group == "probe") && c.short != (c.setup != nil) {
+			t.Errorf("case %s: a short run or probe case sets its store up, and only those", c.id)
 		}
 	}
 }
@@ -206,6 +211,52 @@ time=2026-11-29T13:38:34.393Z level=INFO msg=stop machine=debian-bookworm-slim-7
 	}
 	if got := rackerPhases("no log at all\n"); len(got) != 0 {
 		t.Errorf("rackerPhases of no log = %v", got)
+	}
+}
+
+func TestLogRecords(t *testing.T) {
+	got := logRecords(`time=2026-12-01T12:05:04.952Z level=INFO msg="copied image" took=2.218151407s
+Setting up dbus (1.14.10-1~deb12u1) ...
+time=2026-12-01T12:05:10.701Z level=INFO msg="preparation egress" requests=39 cached=0 refused="" note="a \"quoted\" word"
+`)
+	want := []map[string]string{
+		{"time": "2026-12-01T12:05:04.952Z", "level": "INFO", "msg": "copied image", "took": "2.218151407s"},
+		{"time": "2026-12-01T12:05:10.701Z", "level": "INFO", "msg": "preparation egress", "requests": "39", "cached": "0", "refused": "", "note": `a "quoted" word`},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("logRecords =\n%v\nwant\n%v", got, want)
+	}
+}
+
+// coldLog is what a cold pkgprobe --verbose logged (shortened).
+const coldLog = `time=2026-12-01T12:05:00.288Z level=INFO msg=resolved ref=docker.io/library/debian:bookworm-slim source=127.0.0.1:46835 took=3.745207ms
+time=2026-12-01T12:05:02.734Z level=INFO msg=pull name=debian-bookworm ref=docker.io/library/debian:bookworm-slim up_to_date=false took=2.449608492s
+time=2026-12-01T12:05:04.952Z level=INFO msg="copied image" took=2.218151407s
+Setting up dbus (1.14.10-1~deb12u1) ...
+time=2026-12-01T12:05:10.701Z level=INFO msg="preparation egress" requests=39 cached=0 refused=""
+time=2026-12-01T12:05:11.017Z level=INFO msg=prepare name=debian-bookworm ref=docker.io/library/debian:bookworm-slim installed="systemd systemd-sysv dbus curl ca-certificates" took=8.283539755s
+time=2026-12-01T12:05:11.187Z level=INFO msg=boot machine=postroj-debian-bookworm-b9bbc5 took=169.754714ms
+`
+
+func TestColdPhases(t *testing.T) {
+	got, err := coldPhases(coldLog)
+	want := map[string]time.Duration{"pull": 2449608492, "copy": 2218151407, "prepare": 8283539755 - 2218151407}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("coldPhases = %v, %v; want %v", got, err, want)
+	}
+	// A run that did not start from nothing, or left out a part, fails.
+	for _, tt := range []struct{ old, new string }{
+		{"up_to_date=false", "up_to_date=true"},
+		{"msg=pull", "msg=resolved"},
+		{"cached=0", "cached=3"},
+		{"requests=39", "requests=0"},
+		{`msg="preparation egress"`, `msg="other egress"`},
+		{`installed="systemd systemd-sysv dbus`, `installed="dbus`},
+	} {
+		log := strings.Replace(coldLog, tt.old, tt.new, 1)
+		if got, err := coldPhases(log); err == nil {
+			t.Errorf("coldPhases with %s for %s = %v, want an error", tt.new, tt.old, got)
+		}
 	}
 }
 

@@ -30,8 +30,9 @@ import (
 // other: the rest of the wall time (process start, store lookup, true run
 // over D-Bus, exit). For postroj pkgprobe, from its JSON report: image
 // (finding the prepared image), boot, exec (the unit check), stop
-// (teardown) and other (the rest).
-var phaseNames = []string{"image", "boot", "install", "exec", "stop", "other"}
+// (teardown) and other (the rest); a cold probe has pull, copy and prepare
+// (apt-get in the copy) from its --verbose log instead of image.
+var phaseNames = []string{"pull", "copy", "prepare", "image", "boot", "install", "exec", "stop", "other"}
 
 // runStore is the store the run group's cases share.
 type runStore struct {
@@ -110,14 +111,8 @@ func rackerRun(ctx context.Context, e *env, r *runner, verbose bool, args ...str
 	if stdout != "" {
 		return fmt.Errorf("racker run %s true printed %q", e.ref, stdout)
 	}
-	phases := rackerPhases(stderr)
-	if len(phases) > 0 {
-		other := wall
-		for name, d := range phases {
-			r.phase(name, d)
-			other -= d
-		}
-		r.phase("other", other)
+	if phases := rackerPhases(stderr); len(phases) > 0 {
+		r.phasesOf(wall, phases)
 	}
 	return nil
 }
@@ -127,23 +122,44 @@ func rackerRun(ctx context.Context, e *env, r *runner, verbose bool, args ...str
 // not know are ignored.
 func rackerPhases(log string) map[string]time.Duration {
 	phases := map[string]time.Duration{}
-	for _, line := range strings.Split(log, "\n") {
-		var msg, took string
-		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "msg="); ok {
-				msg = v
-			} else if v, ok := strings.CutPrefix(f, "took="); ok {
-				took = v
+	for _, rec := range logRecords(log) {
+		if msg := rec["msg"]; msg == "boot" || msg == "stop" {
+			if d, err := time.ParseDuration(rec["took"]); err == nil {
+				phases[msg] += d
 			}
-		}
-		if msg != "boot" && msg != "stop" {
-			continue
-		}
-		if d, err := time.ParseDuration(took); err == nil {
-			phases[msg] += d
 		}
 	}
 	return phases
+}
+
+// logRecords parses the lines of a log/slog text log into their attributes
+// (msg="copied image" took=2.2s: msg and took), quoted values unquoted.
+// Lines without attributes are left out.
+func logRecords(log string) []map[string]string {
+	var recs []map[string]string
+	for _, line := range strings.Split(log, "\n") {
+		rec := map[string]string{}
+		for rest := strings.TrimSpace(line); rest != ""; rest = strings.TrimLeft(rest, " ") {
+			key, after, ok := strings.Cut(rest, "=")
+			if !ok || key == "" || strings.ContainsAny(key, " \"") {
+				break
+			}
+			val := after
+			if q, err := strconv.QuotedPrefix(after); err == nil {
+				val, _ = strconv.Unquote(q)
+				rest = after[len(q):]
+			} else if i := strings.IndexByte(after, ' '); i >= 0 {
+				val, rest = after[:i], after[i:]
+			} else {
+				rest = ""
+			}
+			rec[key] = val
+		}
+		if len(rec) > 0 {
+			recs = append(recs, rec)
+		}
+	}
+	return recs
 }
 
 // checkRunContainers checks that racker left no container state behind in

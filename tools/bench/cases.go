@@ -274,6 +274,18 @@ func cases() []benchCase {
 				return bootFloor(ctx, r, dir, e.probe.prepared, maskedUnits())
 			},
 		},
+		{
+			id:    "probe-cold",
+			group: "probe",
+			name:  "postroj pkgprobe (cold)",
+			cmd: "RACKER_REGISTRY_MIRRORS=docker.io=REGISTRY POSTROJ_CACHE=DIR/cache postroj --verbose --root DIR/store pkgprobe --source=registry " +
+				"--image=debian-bookworm --check-unit=systemd-journald --report=DIR/probe.json (an empty store and cache each time: " +
+				"pulls from the registry, apt-get installs systemd from Debian's mirror, boots, probes; the log and report give the phases)",
+			run: coldProbe,
+			check: func(_ context.Context, _ *env, dir string) error {
+				return checkNoContainers(filepath.Join(dir, "store"))
+			},
+		},
 	}, netCases()...)
 }
 
@@ -339,6 +351,7 @@ var targets = []target{
 	{name: "racker run --boot=never / nspawn true (wall, median)", caseID: "racker-run-noboot", over: "nspawn-noboot", maxRatio: 1.15},
 	{name: "postroj pkgprobe / nspawn boot floor, masked (wall, median)", caseID: "postroj-pkgprobe", over: "probe-floor", maxRatio: 1.2},
 	{name: "postroj pkgprobe, warm (wall, median)", caseID: "postroj-pkgprobe", maxSeconds: 0.45},
+	{name: "cold probe (wall, median)", caseID: "probe-cold", maxSeconds: 12},
 	{name: "pkgprobe --network=private / host, warm journald (wall, median)", caseID: "postroj-pkgprobe", over: "probe-host", maxRatio: 1.10},
 	{name: "webfs install step, warm / cold package cache (median)", caseID: "webfs-warm", over: "webfs-cold", phase: "install", maxRatio: 0.5},
 	{name: "selftest pkgprobe, --jobs 2 / --jobs 1 (wall, median)", caseID: "selftest-jobs2", over: "selftest-jobs1", maxRatio: 0.7},

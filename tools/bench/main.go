@@ -34,7 +34,10 @@
 //     --check-unit=systemd-journald against the masked boot floor on the
 //     tree it boots, which a setup step makes with postroj pull (docker.io
 //     mirrored by the loopback registry) and checks: the registry's image,
-//     and a probe sends the registry no request;
+//     and a probe sends the registry no request; and the same probe cold,
+//     from an empty store and cache each time (--source=registry: it pulls
+//     from the loopback registry, apt-get installs systemd from Debian's
+//     mirror, it boots and probes), with its phases from its log;
 //   - net: private networks against the host's for that probe, a webfs
 //     probe's install step with a warm package cache against a cold one,
 //     and selftest pkgprobe over four Debian releases with --jobs 2

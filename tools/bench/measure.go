@@ -32,6 +32,17 @@ type runner struct {
 	phases map[string]time.Duration
 }
 
+// phasesOf records phases of a run that took wall, and what they leave of
+// it as "other".
+func (r *runner) phasesOf(wall time.Duration, phases map[string]time.Duration) {
+	other := wall
+	for name, d := range phases {
+		r.phase(name, d)
+		other -= d
+	}
+	r.phase("other", other)
+}
+
 // phase records how long a part of the run took.
 func (r *runner) phase(name string, d time.Duration) {
 	if r.phases == nil {

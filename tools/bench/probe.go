@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,9 +43,15 @@ type probeStore struct {
 // the loopback registry, and a download cache in the scratch directory
 // (pkgprobe downloads nothing here, but must not touch the host's cache).
 func (e *env) postrojEnv() []string {
+	return e.postrojEnvCache(filepath.Join(e.work, "postroj-cache"))
+}
+
+// postrojEnvCache is postrojEnv with the cache directory cache
+// (POSTROJ_CACHE: downloads, packages, apt's lists).
+func (e *env) postrojEnvCache(cache string) []string {
 	return append(environWithout("RACKER_REGISTRY_MIRRORS", "POSTROJ_CACHE", "RACKER_ROOT"),
 		"RACKER_REGISTRY_MIRRORS=docker.io="+e.registry,
-		"POSTROJ_CACHE="+filepath.Join(e.work, "postroj-cache"))
+		"POSTROJ_CACHE="+cache)
 }
 
 // setupProbeStore pulls and prepares debian-bookworm with `postroj pull`
@@ -201,23 +209,113 @@ func probePhases(rep *probeReport) map[string]time.Duration {
 func postrojProbe(ctx context.Context, e *env, r *runner, dir string, extra ...string) error {
 	report := filepath.Join(dir, "probe.json")
 	r.env = e.probe.env
-	t0 := time.Now()
-	stdout, err := r.exec(ctx, e.postroj, append(probeArgs(e.probe.root, report), extra...)...)
-	wall := time.Since(t0)
+	rep, _, wall, err := runProbe(ctx, e, r, append(probeArgs(e.probe.root, report), extra...), report)
 	if err != nil {
 		return err
 	}
+	r.phasesOf(wall, probePhases(rep))
+	return nil
+}
+
+// runProbe runs postroj with args, whose --report is report, and returns
+// the report (checked: see readProbeReport), postroj's standard error and
+// how long it ran.
+func runProbe(ctx context.Context, e *env, r *runner, args []string, report string) (*probeReport, string, time.Duration, error) {
+	t0 := time.Now()
+	stdout, stderr, err := r.exec2(ctx, e.postroj, args...)
+	wall := time.Since(t0)
+	if err != nil {
+		return nil, stderr, wall, err
+	}
 	rep, err := readProbeReport(report)
 	if err != nil {
-		return fmt.Errorf("%w; stdout: %s", err, humanize.Last([]byte(stdout), 10))
+		return nil, stderr, wall, fmt.Errorf("%w; stdout: %s", err, humanize.Last([]byte(stdout), 10))
 	}
-	other := wall
+	return rep, stderr, wall, nil
+}
+
+// coldProbe runs pkgprobe from nothing in dir: an empty store and an empty
+// cache directory (the package cache and apt's lists included), so that it
+// pulls debian-bookworm from the loopback registry (--source=registry),
+// prepares it (apt-get installs systemd and the rest from Debian's mirror
+// through the package cache), boots and probes. It checks that it did all
+// of that, and takes the phases from its --verbose log (pull; copy, the
+// image copied for preparing; prepare, the rest of the preparation) and
+// its report (boot, exec, stop).
+func coldProbe(ctx context.Context, e *env, r *runner, dir string) error {
+	root, report := filepath.Join(dir, "store"), filepath.Join(dir, "probe.json")
+	r.env = e.postrojEnvCache(filepath.Join(dir, "cache"))
+	before, err := registryRequests(e.registryLog)
+	if err != nil {
+		return err
+	}
+	rep, stderr, wall, err := runProbe(ctx, e, r, append([]string{"--verbose"}, coldProbeArgs(root, report)...), report)
+	if err != nil {
+		return err
+	}
+	after, err := registryRequests(e.registryLog)
+	if err != nil {
+		return err
+	}
+	if after == before {
+		return errors.New("a cold pkgprobe sent the registry no request")
+	}
+	phases, err := coldPhases(stderr)
+	if err != nil {
+		return fmt.Errorf("%w; its log: %s", err, humanize.Last([]byte(stderr), 10))
+	}
 	for name, d := range probePhases(rep) {
-		r.phase(name, d)
-		other -= d
+		if name != "image" { // pull, copy and prepare instead
+			phases[name] = d
+		}
 	}
-	r.phase("other", other)
+	r.phasesOf(wall, phases)
 	return nil
+}
+
+// coldProbeArgs is the cold probe's command line, after postroj --verbose.
+func coldProbeArgs(root, report string) []string {
+	return []string{"--root", root, "pkgprobe", "--source=registry", "--image=" + probeImage, "--check-unit=" + probeUnit, "--report=" + report}
+}
+
+// coldPhases reads the pull, copy and prepare phases of a cold pkgprobe
+// from its --verbose log, and fails unless the log shows a pull into an
+// empty store, a preparation that installed systemd, and a package cache
+// that served none of the preparation's requests.
+func coldPhases(log string) (map[string]time.Duration, error) {
+	phases := map[string]time.Duration{}
+	var prepare time.Duration
+	var installed, egress bool
+	for _, rec := range logRecords(log) {
+		took, _ := time.ParseDuration(rec["took"])
+		switch rec["msg"] {
+		case "pull":
+			if rec["up_to_date"] != "false" {
+				return nil, fmt.Errorf("pull up_to_date=%s in an empty store", rec["up_to_date"])
+			}
+			phases["pull"] += took
+		case "copied image":
+			phases["copy"] += took
+		case "prepare":
+			prepare += took
+			installed = installed || slices.Contains(strings.Fields(rec["installed"]), "systemd")
+		case "preparation egress":
+			if rec["cached"] != "0" || rec["requests"] == "0" || rec["requests"] == "" {
+				return nil, fmt.Errorf("preparation egress: %s requests, %s from an empty package cache", rec["requests"], rec["cached"])
+			}
+			egress = true
+		}
+	}
+	switch {
+	case phases["pull"] == 0:
+		return nil, errors.New("no pull in the log")
+	case !installed:
+		return nil, errors.New("no preparation that installed systemd in the log")
+	case !egress:
+		return nil, errors.New("no preparation egress in the log")
+	}
+	phases["prepare"] = prepare - phases["copy"]
+	return phases, nil
 }
 
 // references are figures other tools reported for a case, shown next to

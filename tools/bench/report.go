@@ -362,7 +362,9 @@ func (r *report) printPhases(w io.Writer) {
 	fmt.Fprintln(w, "boot: until READY=1 (racker: and its D-Bus connection); exec: nsenter true; stop: poweroff until nspawn exited;\n"+
 		"other: racker's process start, store lookup, true run over D-Bus, exit (wall - boot - stop).\n"+
 		"postroj pkgprobe, from its report's steps: image: finding the prepared image; boot; exec: enabling, starting and\n"+
-		"watching the unit; stop: teardown; other: the rest of the wall time (process start, reports, exit).")
+		"watching the unit; stop: teardown; other: the rest of the wall time (process start, reports, exit).\n"+
+		"The cold probe, from its --verbose log, instead of image: pull; copy: the image copied for preparing; prepare:\n"+
+		"the rest of the preparation (apt-get from Debian's mirror).")
 }
 
 func (r *report) write(path string) error {
