@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/rootfs"
 )
 
@@ -90,6 +91,9 @@ func emptyContainer(t *testing.T) string {
 
 var key = strings.Repeat("ab", 32)
 
+// asked is what the proxy's record says the refresh got.
+var asked = Asked{prefix + "InRelease": true}
+
 func names(k *Kept) string {
 	var out []string
 	for _, f := range k.Files {
@@ -137,7 +141,7 @@ func TestKeepAndRestore(t *testing.T) {
 	ctx := context.Background()
 	c := &Cache{Dir: t.TempDir()}
 	src := open(t, container(t, packages))
-	kept, changed, err := c.Keep(ctx, src, key, nil)
+	kept, changed, err := c.Keep(ctx, src, key, nil, asked)
 	if err != nil || !changed {
 		t.Fatalf("Keep = %v, %v", changed, err)
 	}
@@ -170,13 +174,13 @@ func TestKeepAndRestore(t *testing.T) {
 		t.Errorf("lists after restore: %v", ents)
 	}
 	// Nothing changed since: nothing is read or written again.
-	again, changed, err := c.Keep(ctx, dst, key, restored)
+	again, changed, err := c.Keep(ctx, dst, key, restored, asked)
 	if err != nil || changed || again != restored {
 		t.Errorf("Keep of an unchanged container = %v, %v", changed, err)
 	}
 	// A changed index is kept again.
 	os.WriteFile(p, []byte("other"), 0o644)
-	if _, _, err := c.Keep(ctx, dst, key, restored); !errors.Is(err, ErrMismatch) {
+	if _, _, err := c.Keep(ctx, dst, key, restored, asked); !errors.Is(err, ErrMismatch) {
 		t.Errorf("Keep of a changed, unlisted index = %v, want ErrMismatch", err)
 	}
 	if err := restored.Remove(dst); err != nil {
@@ -191,7 +195,7 @@ func TestKeepAndRestore(t *testing.T) {
 // kept, and nothing else either.
 func TestKeepRefusesMismatch(t *testing.T) {
 	c := &Cache{Dir: t.TempDir()}
-	_, _, err := c.Keep(context.Background(), open(t, container(t, []byte("what the release says"))), key, nil)
+	_, _, err := c.Keep(context.Background(), open(t, container(t, []byte("what the release says"))), key, nil, asked)
 	if !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "main_binary-amd64_Packages") {
 		t.Fatalf("Keep = %v, want ErrMismatch naming the Packages file", err)
 	}
@@ -217,7 +221,7 @@ func TestKeepDoesNotFollowSymlinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &Cache{Dir: t.TempDir()}
-	kept, _, err := c.Keep(context.Background(), open(t, dir), key, nil)
+	kept, _, err := c.Keep(context.Background(), open(t, dir), key, nil, asked)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +234,7 @@ func TestKeepDoesNotFollowSymlinks(t *testing.T) {
 	if err := os.Symlink(lists, filepath.Join(dir2, ListsDir)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.Keep(context.Background(), open(t, dir2), key, nil); err == nil {
+	if _, _, err := c.Keep(context.Background(), open(t, dir2), key, nil, asked); err == nil {
 		t.Errorf("Keep followed a lists directory linked out of the root")
 	}
 }
@@ -268,7 +272,7 @@ func TestRestoreRefusesCorruption(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			c := &Cache{Dir: t.TempDir()}
-			if _, _, err := c.Keep(ctx, open(t, container(t, packages)), key, nil); err != nil {
+			if _, _, err := c.Keep(ctx, open(t, container(t, packages)), key, nil, asked); err != nil {
 				t.Fatal(err)
 			}
 			m, _, err := c.load(key)
@@ -371,7 +375,7 @@ func TestConcurrentKeepAndRestore(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			if _, _, err := c.Keep(ctx, src, key, nil); err != nil {
+			if _, _, err := c.Keep(ctx, src, key, nil, asked); err != nil {
 				errs <- fmt.Errorf("Keep: %w", err)
 			}
 		}()
@@ -411,7 +415,7 @@ func TestKeepSweepsDeadWritersFiles(t *testing.T) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.Keep(context.Background(), open(t, container(t, packages)), key, nil); err != nil {
+	if _, _, err := c.Keep(context.Background(), open(t, container(t, packages)), key, nil, asked); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(dead); !errors.Is(err, os.ErrNotExist) {
@@ -419,5 +423,45 @@ func TestKeepSweepsDeadWritersFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("a live writer's file is gone: %v", err)
+	}
+}
+
+// Releases the refresh did not get through the proxy (over HTTPS, or not
+// at all) are left out, with their indexes: a next refresh could not be
+// seen to revalidate them.
+func TestKeepOnlyAskedReleases(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	_, _, err := c.Keep(context.Background(), open(t, container(t, packages)), key, nil, Asked{})
+	if err == nil || !strings.Contains(err.Error(), "no release to keep") {
+		t.Errorf("Keep without the release asked = %v", err)
+	}
+}
+
+func TestAskedAndRevalidated(t *testing.T) {
+	a := AskedReleases([]egress.Request{
+		{Method: "GET", URL: "http://deb.debian.org/debian/dists/bookworm/InRelease", Status: 200, Cache: "miss"},
+		{Method: "GET", URL: "http://deb.debian.org/debian/dists/bookworm-updates/InRelease", Status: 502},
+		{Method: "GET", URL: "http://security.debian.org:8080/debian-security/dists/bookworm-security/InRelease", Status: 304},
+		{Method: "GET", URL: "http://deb.debian.org/debian/dists/bookworm/main/binary-amd64/Packages.xz", Status: 200},
+		{Method: "CONNECT", URL: "deb.debian.org:443", Status: 200},
+		{Method: "GET", URL: "http://archive.example/~user/dists/x/Release", Status: 200},
+	})
+	want := []string{prefix + "InRelease", "security.debian.org:8080_debian-security_dists_bookworm-security_InRelease", "archive.example_%7euser_dists_x_Release"}
+	if len(a) != len(want) {
+		t.Errorf("AskedReleases = %v, want %v", a, want)
+	}
+	for _, w := range want {
+		if !a[w] {
+			t.Errorf("AskedReleases lacks %s: %v", w, a)
+		}
+	}
+	k := &Kept{Files: []File{{Dir: ListsDir, Name: prefix + "InRelease"}, {Dir: ListsDir, Name: prefix + "main_binary-amd64_Packages"},
+		{Dir: ListsDir, Name: "deb.debian.org_debian_dists_bookworm-updates_InRelease"}}}
+	if ok, missing := k.Revalidated(a); ok || len(missing) != 1 || missing[0] != "deb.debian.org_debian_dists_bookworm-updates_InRelease" {
+		t.Errorf("Revalidated = %v, %v", ok, missing)
+	}
+	k.Files = k.Files[:2]
+	if ok, _ := k.Revalidated(a); !ok {
+		t.Errorf("Revalidated = false with the release asked")
 	}
 }

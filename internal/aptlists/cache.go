@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/fileio"
 	"github.com/racker-postroj/racker/internal/flock"
 	"github.com/racker-postroj/racker/internal/rootfs"
@@ -555,8 +558,11 @@ func (k *Kept) unchanged(cur []current) bool {
 // lists: one that does not match makes Keep keep nothing and return an
 // error wrapping ErrMismatch; files no release lists are left out. When
 // the container holds exactly what restored (Restore's result) put there,
-// nothing is read and changed is false.
-func (c *Cache) Keep(ctx context.Context, root *rootfs.Root, key string, restored *Kept) (kept *Kept, changed bool, err error) {
+// nothing is read and changed is false. Only releases the refresh got
+// through the package cache's proxy (asked) are kept, with their indexes:
+// the next refresh must be seen to revalidate them (see Revalidated),
+// which a tunnelled HTTPS fetch is not.
+func (c *Cache) Keep(ctx context.Context, root *rootfs.Root, key string, restored *Kept, asked Asked) (kept *Kept, changed bool, err error) {
 	if !validKey(key) {
 		return nil, false, fmt.Errorf("apt lists: bad key %q", key)
 	}
@@ -593,6 +599,10 @@ func (c *Cache) Keep(ctx context.Context, root *rootfs.Root, key string, restore
 		entries, err := ParseRelease(data)
 		if err != nil {
 			c.logger().Info("apt lists: release left out", "file", f.name, "err", err)
+			continue
+		}
+		if !asked[f.name] {
+			c.logger().Info("apt lists: release left out: not fetched over plain HTTP through the proxy", "file", f.name)
 			continue
 		}
 		releases[f.name] = data
@@ -770,3 +780,52 @@ func readAll(r io.Reader, limit int64) ([]byte, error) {
 // zypper and pacman keep theirs elsewhere and differently, and are not
 // done.
 func Supports(manager string) bool { return manager == "apt-get" }
+
+// Asked holds the list file names of the releases (InRelease, Release) a
+// refresh got through the package cache's proxy: asked for over plain
+// HTTP and answered 200 or 304.
+type Asked map[string]bool
+
+// AskedReleases returns the releases that reqs, what the proxy answered
+// during one refresh, got.
+func AskedReleases(reqs []egress.Request) Asked {
+	out := Asked{}
+	for _, q := range reqs {
+		if q.Method != http.MethodGet || q.Status != http.StatusOK && q.Status != http.StatusNotModified {
+			continue
+		}
+		if n, ok := releaseListName(q.URL); ok {
+			out[n] = true
+		}
+	}
+	return out
+}
+
+// releaseListName is the name apt gives in its lists directory to the
+// release at the plain-HTTP URL u (URItoFileName: no scheme, no user or
+// password).
+func releaseListName(u string) (string, bool) {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Scheme != "http" || pu.Host == "" {
+		return "", false
+	}
+	name := listName("", pu.Host+pu.Path)
+	if _, ok := releasePrefix(name); !ok {
+		return "", false
+	}
+	return name, true
+}
+
+// Revalidated reports whether the refresh after Restore got every release
+// k put back (asked): apt then checked them with their repositories, and
+// only then may the indexes put back be used. Without that (an apt-get
+// too old to fail on a failed fetch, a repository that did not answer)
+// apt would go on with them unchecked. missing names the others.
+func (k *Kept) Revalidated(asked Asked) (ok bool, missing []string) {
+	for _, f := range k.Files {
+		if _, isRelease := releasePrefix(f.Name); f.Dir == ListsDir && isRelease && !asked[f.Name] {
+			missing = append(missing, f.Name)
+		}
+	}
+	return len(missing) == 0, missing
+}

@@ -28,6 +28,7 @@ type rooted interface {
 type indexCache struct {
 	cache    *aptlists.Cache
 	root     *rootfs.Root
+	proxy    networked // whose record says what a refresh got
 	key      string
 	restored *aptlists.Kept
 	log      *slog.Logger
@@ -40,7 +41,11 @@ type indexCache struct {
 // the package cache does not see either), for images without a digest.
 func (p *Prober) indexes(m Machine, mgr distro.Manager, img Image, log *slog.Logger) *indexCache {
 	r, ok := m.(rooted)
-	if p.Indexes == nil || !ok || !aptlists.Supports(mgr.Name) || p.networkMode() != container.NetworkPrivate || img.Digest == "" {
+	n, hasProxy := m.(networked)
+	if hasProxy {
+		_, _, hasProxy = n.Egress()
+	}
+	if p.Indexes == nil || !ok || !hasProxy || !aptlists.Supports(mgr.Name) || p.networkMode() != container.NetworkPrivate || img.Digest == "" {
 		return nil
 	}
 	key, err := aptlists.NewKey(img.Digest, mgr.RefreshScript(false), img.RootFS)
@@ -53,7 +58,7 @@ func (p *Prober) indexes(m Machine, mgr distro.Manager, img Image, log *slog.Log
 		log.Info("index cache not used", "err", err)
 		return nil
 	}
-	return &indexCache{cache: p.Indexes, root: root, key: key, log: log}
+	return &indexCache{cache: p.Indexes, root: root, proxy: n, key: key, log: log}
 }
 
 func (ic *indexCache) note(format string, args ...any) {
@@ -82,25 +87,63 @@ func (ic *indexCache) restore(ctx context.Context) bool {
 	return true
 }
 
+// mark is where the proxy's record stands: what a refresh started now
+// gets comes after it.
+func (ic *indexCache) mark() int {
+	if ic == nil {
+		return 0
+	}
+	_, rec, _ := ic.proxy.Egress()
+	return len(rec.Requests)
+}
+
+// asked returns the releases the proxy's record says were got since mark.
+func (ic *indexCache) asked(mark int) aptlists.Asked {
+	_, rec, _ := ic.proxy.Egress()
+	if mark > len(rec.Requests) {
+		return aptlists.Asked{}
+	}
+	return aptlists.AskedReleases(rec.Requests[mark:])
+}
+
+// revalidated reports whether the refresh that began at mark and exited
+// with status code revalidated every release put back: it succeeded, and
+// the proxy answered apt for each of them.
+func (ic *indexCache) revalidated(code, mark int) bool {
+	if ic == nil || ic.restored == nil {
+		return code == 0
+	}
+	if code != 0 {
+		ic.note("not revalidated (status %d)", code)
+		return false
+	}
+	if ok, missing := ic.restored.Revalidated(ic.asked(mark)); !ok {
+		ic.note("not revalidated (no answer through the proxy for %s)", strings.Join(missing, ", "))
+		return false
+	}
+	return true
+}
+
 // undo takes the put-back lists out again after the refresh could not
-// revalidate them (it exited with status code).
-func (ic *indexCache) undo(code int) {
+// revalidate them.
+func (ic *indexCache) undo() {
 	if ic == nil || ic.restored == nil {
 		return
 	}
 	err := ic.restored.Remove(ic.root)
-	ic.log.Info("index cache: lists not revalidated, refreshing without them", "status", code, "err", err)
-	ic.note("not revalidated (status %d): refreshed without them", code)
+	ic.log.Info("index cache: lists not revalidated, refreshing without them", "err", err)
+	ic.note("refreshed without them")
 	ic.restored = nil
 }
 
-// keep keeps the container's lists after a refresh that succeeded.
-func (ic *indexCache) keep(ctx context.Context) {
+// keep keeps the container's lists after a refresh, begun at mark, that
+// succeeded.
+func (ic *indexCache) keep(ctx context.Context, mark int) {
 	if ic == nil {
 		return
 	}
 	t0 := time.Now()
-	k, changed, err := ic.cache.Keep(ctx, ic.root, ic.key, ic.restored)
+	k, changed, err := ic.cache.Keep(ctx, ic.root, ic.key, ic.restored, ic.asked(mark))
 	switch {
 	case err != nil:
 		ic.log.Warn("index cache: lists not kept", "err", err)

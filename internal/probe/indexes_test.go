@@ -3,7 +3,9 @@ package probe
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/racker-postroj/racker/internal/aptlists"
 	"github.com/racker-postroj/racker/internal/container"
 	"github.com/racker-postroj/racker/internal/distro"
+	"github.com/racker-postroj/racker/internal/egress"
 	"github.com/racker-postroj/racker/internal/nspawn"
 	"github.com/racker-postroj/racker/internal/rootfs"
 )
@@ -32,8 +35,24 @@ func (m rootedMachine) Root() (*rootfs.Root, error) { return rootfs.Open(m.dir) 
 type aptContainer struct {
 	rootedMachine
 	revalidated int
-	scripts     []string // which scripts ran: refresh, revalidate, install
-	listsAt     []int    // how many files the lists directory held when each ran
+	// silent makes the revalidating refresh get nothing through the proxy
+	// and still exit 0, as an apt-get without APT::Update::Error-Mode does
+	// when a fetch fails.
+	silent  bool
+	scripts []string // which scripts ran: refresh, revalidate, install
+	listsAt []int    // how many files the lists directory held when each ran
+	rec     egress.Record
+}
+
+func (c *aptContainer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return nil, errors.New("no network here")
+}
+
+func (c *aptContainer) Egress() ([]egress.Rule, egress.Record, bool) { return nil, c.rec, true }
+
+// fetched records the InRelease as the proxy would have answered it.
+func (c *aptContainer) fetched(status int) {
+	c.rec.Requests = append(c.rec.Requests, egress.Request{Method: "GET", URL: "http://deb.debian.org/debian/dists/bookworm/InRelease", Status: status})
 }
 
 const lists = "var/lib/apt/lists"
@@ -53,9 +72,17 @@ func newAptContainer(t *testing.T, revalidated int) *aptContainer {
 		switch {
 		case strings.Contains(script, "Error-Mode=any"):
 			c.scripts = append(c.scripts, "revalidate")
+			switch {
+			case c.silent:
+			case c.revalidated == 0:
+				c.fetched(200)
+			default:
+				c.fetched(502)
+			}
 			return c.revalidated
 		case strings.Contains(script, "apt-get update"):
 			c.scripts = append(c.scripts, "refresh")
+			c.fetched(200)
 			packages := "Package: webfs\n\n"
 			h := sha256.Sum256([]byte(packages))
 			release := fmt.Sprintf("Origin: Debian\nSHA256:\n %x %d main/binary-amd64/Packages\n", h, len(packages))
@@ -121,13 +148,30 @@ func TestIndexCacheNotRevalidated(t *testing.T) {
 	if got := strings.Join(c.scripts, " "); got != "revalidate refresh install" || c.listsAt[0] != 3 || c.listsAt[1] != 1 {
 		t.Errorf("ran %s with %v files in the lists", got, c.listsAt)
 	}
-	if !strings.Contains(s.IndexCache, "not revalidated (status 100): refreshed without them") {
+	if !strings.HasSuffix(s.IndexCache, "; not revalidated (status 100); refreshed without them; 3 files kept") {
 		t.Errorf("index cache %q", s.IndexCache)
 	}
 }
 
-// Without a private network (the package cache's proxy) or a digest, the
-// index cache is not used.
+// An apt-get that exits 0 without the proxy having answered it for a
+// put-back release (too old to fail on a failed fetch) has not
+// revalidated it: the lists are taken out again.
+func TestIndexCacheNotAnswered(t *testing.T) {
+	dir := t.TempDir()
+	indexProbe(t, dir, newAptContainer(t, 0))
+	c := newAptContainer(t, 0)
+	c.silent = true
+	s := indexProbe(t, dir, c)
+	if got := strings.Join(c.scripts, " "); got != "revalidate refresh install" || c.listsAt[1] != 1 {
+		t.Errorf("ran %s with %v files in the lists", got, c.listsAt)
+	}
+	if !strings.Contains(s.IndexCache, "; not revalidated (no answer through the proxy for deb.debian.org_debian_dists_bookworm_InRelease); refreshed without them; 3 files kept") {
+		t.Errorf("index cache %q", s.IndexCache)
+	}
+}
+
+// Without a private network (the package cache's proxy), a digest or apt,
+// the index cache is not used.
 func TestIndexCacheOnlyPrivate(t *testing.T) {
 	c := newAptContainer(t, 0)
 	p := &Prober{Indexes: &aptlists.Cache{Dir: t.TempDir()}, Network: container.NetworkHost}
@@ -141,6 +185,11 @@ func TestIndexCacheOnlyPrivate(t *testing.T) {
 	if ic := p.indexes(c, mustManager(t, "dnf"), Image{Digest: "sha256:1", RootFS: t.TempDir()}, p.logger()); ic != nil {
 		t.Errorf("index cache used for dnf")
 	}
+	ic := p.indexes(c, mustManager(t, "apt-get"), Image{Digest: "sha256:1", RootFS: t.TempDir()}, p.logger())
+	if ic == nil {
+		t.Fatalf("index cache not used with apt, a digest and a private network")
+	}
+	ic.close()
 }
 
 func mustManager(t *testing.T, name string) distro.Manager {

@@ -425,11 +425,13 @@ func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, img
 	if refresh := mgr.RefreshScript(false); refresh != "" {
 		idx := p.indexes(m, mgr, img, log)
 		defer idx.close()
+		mark := idx.mark()
 		if idx.restore(ctx) {
 			code, err = run("revalidated", mgr.RefreshScript(true))
-			if err == nil && code != 0 && ictx.Err() == nil {
-				// Not revalidated: refresh as if nothing had been kept.
-				idx.undo(code)
+			if err == nil && ictx.Err() == nil && !idx.revalidated(code, mark) {
+				// Refresh as if nothing had been kept.
+				idx.undo()
+				mark = idx.mark()
 				code, err = run("refreshed", refresh)
 			}
 		} else {
@@ -437,7 +439,7 @@ func (p *Prober) install(ctx context.Context, m Machine, mgr distro.Manager, img
 		}
 		if err == nil && code == 0 {
 			// Before the install: nothing of the package has run yet.
-			idx.keep(ctx)
+			idx.keep(ctx, mark)
 		}
 		s.IndexCache = idx.summary()
 	}
