@@ -241,6 +241,11 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(w, "    %s\n", l)
 		}
 	}
+	for _, s := range r.Steps {
+		if s.Kind == KindInstall && s.IndexCache != "" {
+			fmt.Fprintf(w, "  apt lists (index cache): %s\n", s.IndexCache)
+		}
+	}
 	verdict := map[Result]string{Passed: "PASSED", Failed: "FAILED", Errored: "ERROR"}[r.Result]
 	if r.Error != "" && r.Result != Passed {
 		verdict += ": " + r.Error
