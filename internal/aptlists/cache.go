@@ -616,8 +616,6 @@ func (c *Cache) Keep(ctx context.Context, root *rootfs.Root, key string, restore
 	if err := os.MkdirAll(filepath.Join(c.Dir, "blobs"), 0o755); err != nil {
 		return nil, false, err
 	}
-	var out Kept
-	var total int64
 	defer func() {
 		if err != nil { // blobs kept so far are no manifest's
 			if unlock, lerr := flock.Lock(context.WithoutCancel(ctx), c.lockPath(), nil); lerr == nil {
@@ -626,15 +624,18 @@ func (c *Cache) Keep(ctx context.Context, root *rootfs.Root, key string, restore
 			}
 		}
 	}()
+	// What to keep, each file opened once: what is read is what is kept.
+	type job struct {
+		f     current
+		src   io.Reader
+		mtime time.Time
+	}
+	var jobs []job
+	var total int64
 	for _, f := range cur {
-		if err := ctx.Err(); err != nil {
-			return nil, false, err
-		}
-		var src io.Reader
-		var mtime time.Time
 		switch data, isRelease := releases[f.name]; {
 		case f.dir == ListsDir && isRelease:
-			src, mtime = bytes.NewReader(data), f.mtime
+			jobs = append(jobs, job{f, bytes.NewReader(data), f.mtime})
 		case f.dir == CachesDir, listed[f.name],
 			strings.HasSuffix(f.name, "_Release.gpg") && releases[strings.TrimSuffix(f.name, ".gpg")] != nil:
 			r, err := openRegular(dirs[f.dir], f.name)
@@ -646,18 +647,42 @@ func (c *Cache) Keep(ctx context.Context, root *rootfs.Root, key string, restore
 			if err != nil {
 				return nil, false, err
 			}
-			src, mtime = r, fi.ModTime()
+			jobs = append(jobs, job{f, r, fi.ModTime()})
+			total += fi.Size()
 		default:
 			c.logger().Debug("apt lists: not listed in a release, left out", "file", f.name)
-			continue
 		}
-		file, err := c.keepFile(ctx, src, maxTotal-total)
-		if err != nil {
-			return nil, false, fmt.Errorf("apt lists: %s: %w", f.name, err)
-		}
-		file.Dir, file.Name, file.ModTime = f.dir, f.name, mtime
-		total += file.Size
-		out.Files = append(out.Files, file)
+	}
+	if total > maxTotal {
+		return nil, false, fmt.Errorf("apt lists: %d bytes, more than %d", total, int64(maxTotal))
+	}
+	// Two at a time, as Restore does.
+	out := Kept{Files: make([]File, len(jobs))}
+	var g errgroup.Group
+	g.SetLimit(2)
+	for i, j := range jobs {
+		g.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			file, err := c.keepFile(ctx, j.src, maxFile)
+			if err != nil {
+				return fmt.Errorf("apt lists: %s: %w", j.f.name, err)
+			}
+			file.Dir, file.Name, file.ModTime = j.f.dir, j.f.name, j.mtime
+			out.Files[i] = file
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, false, err
+	}
+	total = 0
+	for _, f := range out.Files {
+		total += f.Size
+	}
+	if total > maxTotal {
+		return nil, false, fmt.Errorf("apt lists: %d bytes, more than %d", total, int64(maxTotal))
 	}
 	if err := verify(out.Files, releases); err != nil {
 		return nil, false, err
@@ -708,10 +733,9 @@ func verify(files []File, releases map[string][]byte) error {
 	return nil
 }
 
-// keepFile copies src (at most limit bytes, and maxFile) into a blob and
-// returns its digest and size.
+// keepFile copies src (at most limit bytes) into a blob and returns its
+// digest and size.
 func (c *Cache) keepFile(ctx context.Context, src io.Reader, limit int64) (File, error) {
-	limit = min(limit, maxFile)
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	tmp := c.blobPath(".tmp-" + hex.EncodeToString(rnd[:]))
