@@ -37,10 +37,18 @@ func (o *Options) setupUserNS(ctx context.Context) (*userNS, error) {
 		}
 	}
 	var idmap *pendingUserNS
+	var cg containerCgroups
 	if !o.ownUnit() {
 		idmap = startUserNS()
+		if !o.registers() {
+			var err error
+			if cg, err = newCgroups(o.Name); err != nil {
+				idmap.close()
+				return nil, err
+			}
+		}
 	}
-	ids, err := reserveRange(ctx, o.StateDir, o.Name)
+	ids, err := reserveRange(ctx, o.StateDir, o.Name, cg.dirs())
 	if err != nil {
 		idmap.close()
 		return nil, err
@@ -50,23 +58,12 @@ func (o *Options) setupUserNS(ctx context.Context) (*userNS, error) {
 		return u, nil
 	}
 	idmap.mapTo(ids.Base)
-	u.root = &privateRoot{RootFS: o.RootFS, Base: ids.Base, Mnt: mountDir(o.StateDir), Writable: o.Writable, idmap: idmap}
-	if !o.registers() {
-		cg, err := makeCgroups(o.Name)
-		if err != nil {
-			u.root.idmap.close()
-			ids.release()
-			return nil, err
-		}
-		u.root.Cgroups = cg
-		ids.Cgroups = cg.dirs()
-		if err := ids.update(); err != nil {
-			u.root.idmap.close()
-			removeCgroups(ids.Cgroups)
-			ids.release()
-			return nil, err
-		}
+	if err := cg.make(); err != nil {
+		idmap.close()
+		ids.release()
+		return nil, err
 	}
+	u.root = &privateRoot{RootFS: o.RootFS, Base: ids.Base, Mnt: mountDir(o.StateDir), Writable: o.Writable, Cgroups: cg, idmap: idmap}
 	return u, nil
 }
 

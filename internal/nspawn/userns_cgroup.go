@@ -49,10 +49,11 @@ func (c containerCgroups) dirs() []string {
 	return out
 }
 
-// makeCgroups creates the cgroups of container name, next to this
-// process's own cgroup in each hierarchy, with a random suffix (names are
-// only unique per state directory). On error nothing is left.
-func makeCgroups(name string) (containerCgroups, error) {
+// newCgroups names the cgroups of container name, next to this process's
+// own cgroup in each hierarchy, with a random suffix (names are only unique
+// per state directory); make creates them. They are named first so that
+// the range reservation lists them from its first write.
+func newCgroups(name string) (containerCgroups, error) {
 	var c containerCgroups
 	own, err := ownCgroups()
 	if err != nil {
@@ -75,13 +76,18 @@ func makeCgroups(name string) (containerCgroups, error) {
 	if c.unified == "" && c.legacy == "" {
 		return c, errors.New("creating the container's cgroup: no cgroup v2 or name=systemd hierarchy found")
 	}
+	return c, nil
+}
+
+// make creates c's cgroups. On error none is left.
+func (c containerCgroups) make() error {
 	for _, d := range c.dirs() {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			removeCgroups(c.dirs())
-			return containerCgroups{}, fmt.Errorf("creating the container's cgroup: %w", err)
+			return fmt.Errorf("creating the container's cgroup: %w", err)
 		}
 	}
-	return c, nil
+	return nil
 }
 
 func isCgroup2(dir string) bool {

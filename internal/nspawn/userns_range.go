@@ -81,9 +81,11 @@ func lockRanges(ctx context.Context, dir string) (func(), error) {
 }
 
 // reserveRange reserves the lowest host ID range no live container of
-// stateDir holds, for the container name started by this process. On the
-// way it prunes the reservations (and cgroups) of containers that are gone.
-func reserveRange(ctx context.Context, stateDir, name string) (*idRange, error) {
+// stateDir holds, for the container name started by this process, listing
+// the cgroups it is going to create (so that they are removed however the
+// process ends; see newCgroups). On the way it prunes the reservations (and
+// cgroups) of containers that are gone.
+func reserveRange(ctx context.Context, stateDir, name string, cgroups []string) (*idRange, error) {
 	dir := usernsDir(stateDir)
 	unlock, err := lockRanges(ctx, dir)
 	if err != nil {
@@ -98,7 +100,7 @@ func reserveRange(ctx context.Context, stateDir, name string) (*idRange, error) 
 	if err := ownRecord(owner); err != nil {
 		return nil, err
 	}
-	r := &idRange{Name: name, OwnerPID: owner.OwnerPID, OwnerStart: owner.OwnerStart, dir: dir}
+	r := &idRange{Name: name, OwnerPID: owner.OwnerPID, OwnerStart: owner.OwnerStart, Cgroups: cgroups, dir: dir}
 	base, ok := freeBase(held)
 	if !ok {
 		return nil, fmt.Errorf("reserving user IDs for %s: all %d ranges are in use", name, (lastIDBase-firstIDBase)/IDRangeSize)

@@ -46,11 +46,11 @@ func TestFreeBase(t *testing.T) {
 func TestReserveRangePrunesDeadOwners(t *testing.T) {
 	state := t.TempDir()
 	ctx := context.Background()
-	a, err := reserveRange(ctx, state, "a")
+	a, err := reserveRange(ctx, state, "a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := reserveRange(ctx, state, "b")
+	b, err := reserveRange(ctx, state, "b", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestReserveRangePrunesDeadOwners(t *testing.T) {
 	if err := a.update(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := reserveRange(ctx, state, "c")
+	c, err := reserveRange(ctx, state, "c", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
