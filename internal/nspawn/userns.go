@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 )
 
@@ -76,7 +77,9 @@ func (u *userNS) start(cmd *exec.Cmd) (<-chan error, error) {
 	if err != nil {
 		return nil, err
 	}
-	u.root.Cgroups.warmMoves()
+	if dir := u.root.Cgroups.primary(); dir != "" {
+		warmMoves(filepath.Dir(dir), dir, cmd.Process.Pid)
+	}
 	// Without nspawn's pid in the reservation a detached container would
 	// lose its range when this process exits.
 	return waited, u.started(cmd.Process.Pid)
@@ -131,6 +134,12 @@ func (o *Options) startNspawn(cmd *exec.Cmd) (<-chan error, error) {
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting systemd-nspawn: %w", err)
+	}
+	if !o.registers() {
+		// nspawn makes payload/ and supervisor/ in our own cgroup.
+		if own, err := ownCgroupDirs(); err == nil {
+			warmMoves(own.primary(), own.primary(), cmd.Process.Pid)
+		}
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()

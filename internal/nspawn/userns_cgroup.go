@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -54,29 +55,55 @@ func (c containerCgroups) dirs() []string {
 // per state directory); make creates them. They are named first so that
 // the range reservation lists them from its first write.
 func newCgroups(name string) (containerCgroups, error) {
+	own, err := ownCgroupDirs()
+	if err != nil {
+		return containerCgroups{}, fmt.Errorf("creating the container's cgroup: %w", err)
+	}
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	leaf := "racker-" + name + "-" + hex.EncodeToString(rnd[:])
+	var c containerCgroups
+	if own.unified != "" {
+		c.unified = filepath.Join(own.unified, leaf)
+	}
+	if own.legacy != "" {
+		c.legacy = filepath.Join(own.legacy, leaf)
+	}
+	return c, nil
+}
+
+// ownCgroupDirs returns the directories of this process's own cgroups in
+// the hierarchies a container's cgroups are made in: cgroup v2 (the whole
+// tree, or /sys/fs/cgroup/unified on a hybrid host) and name=systemd.
+func ownCgroupDirs() (containerCgroups, error) {
 	var c containerCgroups
 	own, err := ownCgroups()
 	if err != nil {
 		return c, err
 	}
-	var rnd [4]byte
-	rand.Read(rnd[:])
-	leaf := "racker-" + name + "-" + hex.EncodeToString(rnd[:])
 	var st unix.Statfs_t
 	if unix.Statfs(cgroupRoot, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-		c.unified = filepath.Join(cgroupRoot, own[""], leaf)
+		c.unified = filepath.Join(cgroupRoot, own[""])
 	} else {
 		if p, ok := own[""]; ok && isCgroup2(filepath.Join(cgroupRoot, "unified")) {
-			c.unified = filepath.Join(cgroupRoot, "unified", p, leaf)
+			c.unified = filepath.Join(cgroupRoot, "unified", p)
 		}
 		if p, ok := own["name=systemd"]; ok {
-			c.legacy = filepath.Join(cgroupRoot, "systemd", p, leaf)
+			c.legacy = filepath.Join(cgroupRoot, "systemd", p)
 		}
 	}
 	if c.unified == "" && c.legacy == "" {
-		return c, errors.New("creating the container's cgroup: no cgroup v2 or name=systemd hierarchy found")
+		return c, errors.New("no cgroup v2 or name=systemd hierarchy found")
 	}
 	return c, nil
+}
+
+// primary is the hierarchy nspawn follows: v2 if there is one.
+func (c containerCgroups) primary() string {
+	if c.unified != "" {
+		return c.unified
+	}
+	return c.legacy
 }
 
 // make creates c's cgroups. On error none is left.
@@ -151,32 +178,31 @@ const (
 	movesWarmFor = time.Second
 )
 
-// warmMoves readies the kernel for nspawn's moves into c (see
-// movesWarmEvery), from the moment nspawn has started until it has moved
-// itself into supervisor/ or movesWarmFor has passed: it moves this process
-// into the cgroup it is in, which changes nothing but takes the lock.
-func (c containerCgroups) warmMoves() {
-	dir := c.unified
-	if dir == "" {
-		dir = c.legacy
-	}
-	if dir == "" {
+// warmMoves readies the kernel for the moves of nspawn (pid), which runs
+// in the cgroup dir and makes payload/ and supervisor/ below it (see
+// movesWarmEvery): from the moment nspawn has started until it has moved
+// itself into supervisor/, its cgroup is gone or movesWarmFor has passed,
+// it moves this process into its own cgroup own (a directory of the same
+// hierarchy), which changes nothing but takes the lock.
+func warmMoves(own, dir string, pid int) {
+	if own == "" || dir == "" {
 		return
 	}
-	own := filepath.Join(filepath.Dir(dir), "cgroup.procs")
-	pid := []byte(strconv.Itoa(os.Getpid()))
+	procs := filepath.Join(own, "cgroup.procs")
+	self := []byte(strconv.Itoa(os.Getpid()))
 	supervisor := filepath.Join(dir, "supervisor", "cgroup.procs")
+	nspawn := strconv.Itoa(pid)
 	go func() {
 		deadline := time.Now().Add(movesWarmFor)
 		for time.Now().Before(deadline) {
 			b, err := os.ReadFile(supervisor)
-			if err == nil && len(b) > 0 {
+			if err == nil && slices.Contains(strings.Fields(string(b)), nspawn) {
 				return
 			}
 			if _, err := os.Stat(dir); err != nil {
 				return // nspawn is gone, and its cgroups with it
 			}
-			if err := os.WriteFile(own, pid, 0); err != nil {
+			if err := os.WriteFile(procs, self, 0); err != nil {
 				return
 			}
 			time.Sleep(movesWarmEvery)
