@@ -108,33 +108,43 @@ func netCases() []benchCase {
 // webfsStore is the store of the webfs cases (setupWebfsStore).
 func webfsStore(e *env) string { return filepath.Join(e.work, "webfs-store") }
 
-// setupWebfsStore makes the store of the webfs cases: debian-bookworm from
-// the tests' template store when it has it (built by the scripts'
-// curatedstore, from Debian's mirror), else built here with postroj pull
-// --source=mirror (minutes).
+// setupWebfsStore makes the store of the webfs cases: debian-bookworm
+// built from Debian's mirror (see mirrorStore).
 func setupWebfsStore(ctx context.Context, e *env) error {
 	root := webfsStore(e)
 	if _, err := os.Stat(filepath.Join(root, "refs")); err == nil {
 		return nil
 	}
+	return mirrorStore(ctx, e, root, probeImage)
+}
+
+// mirrorStore fills the store at root with the catalogue's names built
+// from Debian's mirror: each from the tests' template store when it has it
+// (built by the scripts' curatedstore), hard-linked, else built here with
+// postroj pull --source=mirror (minutes).
+func mirrorStore(ctx context.Context, e *env, root string, names ...string) error {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return err
 	}
-	tmpl, _ := filepath.Glob(filepath.Join(testenv.CacheDir(), "postroj-stores", probeImage+"-*", "built"))
-	if len(tmpl) > 0 {
-		dir := filepath.Dir(tmpl[0])
-		fmt.Fprintf(e.stdout, "Linking %s from the tests' template store %s for the webfs cases.\n", probeImage, dir)
-		for _, d := range []string{"images", "refs"} {
-			if out, err := exec.CommandContext(ctx, "cp", "-al", filepath.Join(dir, d), root+"/").CombinedOutput(); err != nil {
-				return fmt.Errorf("copying %s: %v: %s", dir, err, out)
-			}
-		}
-		return nil
-	}
-	fmt.Fprintf(e.stdout, "Building %s from Debian's mirror with postroj pull --source=mirror for the webfs cases (a few minutes).\n", probeImage)
 	r := runner{env: e.postrojEnv()}
-	_, err := r.exec(ctx, e.postroj, "--root", root, "pull", "--source=mirror", probeImage)
-	return err
+	for _, name := range names {
+		tmpl, _ := filepath.Glob(filepath.Join(testenv.CacheDir(), "postroj-stores", name+"-*", "built"))
+		if len(tmpl) > 0 {
+			dir := filepath.Dir(tmpl[0])
+			fmt.Fprintf(e.stdout, "Linking %s from the tests' template store %s.\n", name, dir)
+			for _, d := range []string{"images", "refs"} {
+				if out, err := exec.CommandContext(ctx, "cp", "-al", filepath.Join(dir, d), root+"/").CombinedOutput(); err != nil {
+					return fmt.Errorf("copying %s: %v: %s", dir, err, out)
+				}
+			}
+			continue
+		}
+		fmt.Fprintf(e.stdout, "Building %s from Debian's mirror with postroj pull --source=mirror (a few minutes).\n", name)
+		if _, err := r.exec(ctx, e.postroj, "--root", root, "pull", "--source=mirror", name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // packagesIndex matches the URLs of Debian's Packages indexes (by name or
@@ -208,35 +218,15 @@ func webfsProbe(ctx context.Context, e *env, r *runner, dir, cache string, warm 
 }
 
 // setupSelftestStore makes the store of the selftest cases: the Debian
-// releases from the tests' template stores when they have them (built by
-// the scripts' curatedstore, from Debian's mirror), else built here with
-// postroj pull --source=mirror (minutes). A first selftest run warms the
-// package cache, so that both cases install from it.
+// releases built from Debian's mirror (see mirrorStore). A first selftest
+// run warms the package cache, so that both cases install from it.
 func setupSelftestStore(ctx context.Context, e *env) error {
 	if e.selftest != "" {
 		return nil
 	}
 	root := filepath.Join(e.work, "selftest-store")
-	if err := os.MkdirAll(root, 0o700); err != nil {
+	if err := mirrorStore(ctx, e, root, selftestImages...); err != nil {
 		return err
-	}
-	r := runner{env: e.postrojEnv()}
-	for _, name := range selftestImages {
-		tmpl, _ := filepath.Glob(filepath.Join(testenv.CacheDir(), "postroj-stores", name+"-*", "built"))
-		if len(tmpl) > 0 {
-			dir := filepath.Dir(tmpl[0])
-			fmt.Fprintf(e.stdout, "Linking %s from the tests' template store %s.\n", name, dir)
-			for _, d := range []string{"images", "refs"} {
-				if out, err := exec.CommandContext(ctx, "cp", "-al", filepath.Join(dir, d), root+"/").CombinedOutput(); err != nil {
-					return fmt.Errorf("copying %s: %v: %s", dir, err, out)
-				}
-			}
-			continue
-		}
-		fmt.Fprintf(e.stdout, "Building %s from Debian's mirror with postroj pull --source=mirror (a few minutes).\n", name)
-		if _, err := r.exec(ctx, e.postroj, "--root", root, "pull", "--source=mirror", name); err != nil {
-			return err
-		}
 	}
 	e.selftest = root
 	fmt.Fprintln(e.stdout, "Warming the package cache with one selftest pkgprobe run.")
