@@ -12,19 +12,27 @@ import (
 	"github.com/racker-postroj/racker/internal/flock"
 )
 
-// A start that holds Use keeps rmi away; one that comes after rmi is told
-// the image was removed, never handed a half-deleted tree.
-func TestUseAndRemoveCannotRace(t *testing.T) {
+// pulledImage is a store holding one small image, its reference and the
+// image.
+func pulledImage(t *testing.T) (*Store, Reference, Image) {
+	t.Helper()
 	reg := newTestRegistry(t)
 	reg.push(t, "x/y:1", testImage(t, "amd64", tarLayer(t, "etc/", "", "etc/hostname", "box\n")))
 	st := newStore(t)
-	ctx := context.Background()
 	ref := MustParseReference(reg.host() + "/x/y:1")
-	res, err := st.Pull(ctx, ref, PullOptions{})
+	res, err := st.Pull(context.Background(), ref, PullOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	release, err := st.Use(ctx, res.Image)
+	return st, ref, res.Image
+}
+
+// A start that holds Use keeps rmi away; one that comes after rmi is told
+// the image was removed, never handed a half-deleted tree.
+func TestUseAndRemoveCannotRace(t *testing.T) {
+	st, ref, img := pulledImage(t)
+	ctx := context.Background()
+	release, err := st.Use(ctx, img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,20 +49,14 @@ func TestUseAndRemoveCannotRace(t *testing.T) {
 	if _, deleted, err := st.Remove(ctx, ref, nil); err != nil || !deleted {
 		t.Fatalf("Remove: deleted %v, %v", deleted, err)
 	}
-	if _, err := st.Use(ctx, res.Image); !errors.Is(err, ErrRemoved) {
+	if _, err := st.Use(ctx, img); !errors.Is(err, ErrRemoved) {
 		t.Fatalf("Use after Remove: %v, want ErrRemoved", err)
 	}
 }
 
 func TestPruneLocks(t *testing.T) {
-	reg := newTestRegistry(t)
-	reg.push(t, "x/y:1", testImage(t, "amd64", tarLayer(t, "etc/", "")))
-	st := newStore(t)
-	res, err := st.Pull(context.Background(), MustParseReference(reg.host()+"/x/y:1"), PullOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, _ := digestHex(res.Image.Digest)
+	st, _, img := pulledImage(t)
+	h, _ := digestHex(img.Digest)
 	locks := filepath.Join(st.Root, "locks")
 	gone := strings.Repeat("a", 64)
 	held := strings.Repeat("b", 64)
@@ -86,16 +88,9 @@ func TestPruneLocks(t *testing.T) {
 // A container start given only the tree to boot (a probe's, a testbed's)
 // holds the image as Use does; trees outside the store are not guarded.
 func TestUseTree(t *testing.T) {
-	reg := newTestRegistry(t)
-	reg.push(t, "x/y:1", testImage(t, "amd64", tarLayer(t, "etc/", "", "etc/hostname", "box\n")))
-	st := newStore(t)
+	st, ref, img := pulledImage(t)
 	ctx := context.Background()
-	ref := MustParseReference(reg.host() + "/x/y:1")
-	res, err := st.Pull(ctx, ref, PullOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tree := range []string{res.Image.RootFS, filepath.Join(filepath.Dir(res.Image.RootFS), "prepared", "rootfs")} {
+	for _, tree := range []string{img.RootFS, filepath.Join(filepath.Dir(img.RootFS), "prepared", "rootfs")} {
 		if err := os.MkdirAll(tree, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +110,7 @@ func TestUseTree(t *testing.T) {
 		}
 		release()
 	}
-	prepared := filepath.Join(filepath.Dir(res.Image.RootFS), "prepared", "rootfs")
+	prepared := filepath.Join(filepath.Dir(img.RootFS), "prepared", "rootfs")
 	if _, deleted, err := st.Remove(ctx, ref, nil); err != nil || !deleted {
 		t.Fatalf("Remove: deleted %v, %v", deleted, err)
 	}
