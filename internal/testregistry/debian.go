@@ -145,16 +145,7 @@ func (c *Cache) Layer(ctx context.Context, r Recipe) (*FileLayer, error) {
 // nothing asks for them again, and each is a whole root filesystem. An
 // entry someone holds the lock of is left for a later build.
 func (c *Cache) pruneWeeks(prefix string, k ResolvedRecipe) {
-	entries, _ := os.ReadDir(c.Dir)
-	for _, e := range entries {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
-			continue
-		}
-		dir := filepath.Join(c.Dir, e.Name())
-		l, err := openCached(dir)
-		if err != nil {
-			continue
-		}
+	for _, l := range c.entries(prefix) {
 		got := l.Info.Recipe
 		if got.Week == "" || got.Week >= k.Week {
 			continue
@@ -163,6 +154,7 @@ func (c *Cache) pruneWeeks(prefix string, k ResolvedRecipe) {
 		if fmt.Sprint(got) != fmt.Sprint(k) {
 			continue // another recipe
 		}
+		dir := filepath.Dir(l.Path)
 		unlock, ok := flock.TryLock(dir + ".lock")
 		if !ok {
 			continue
@@ -170,7 +162,7 @@ func (c *Cache) pruneWeeks(prefix string, k ResolvedRecipe) {
 		if err := os.RemoveAll(dir); err == nil {
 			os.Remove(dir + ".lock")
 			if c.Logger != nil {
-				c.Logger.Info("removed an earlier week's root filesystem", "entry", e.Name(), "week", l.Info.Recipe.Week)
+				c.Logger.Info("removed an earlier week's root filesystem", "entry", filepath.Base(dir), "week", l.Info.Recipe.Week)
 			}
 		}
 		unlock()
@@ -229,15 +221,7 @@ func resolve(ctx context.Context, r Recipe) (ResolvedRecipe, error) {
 
 // anyVersion returns a cached layer built from k by any mmdebstrap, or nil.
 func (c *Cache) anyVersion(prefix string, k ResolvedRecipe) *FileLayer {
-	entries, _ := os.ReadDir(c.Dir)
-	for _, e := range entries {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
-			continue
-		}
-		l, err := openCached(filepath.Join(c.Dir, e.Name()))
-		if err != nil {
-			continue
-		}
+	for _, l := range c.entries(prefix) {
 		got := l.Info.Recipe
 		got.Mmdebstrap = ""
 		if fmt.Sprint(got) == fmt.Sprint(k) {
@@ -245,6 +229,22 @@ func (c *Cache) anyVersion(prefix string, k ResolvedRecipe) *FileLayer {
 		}
 	}
 	return nil
+}
+
+// entries returns the complete cached layers whose entry names start with
+// prefix (the recipes of one suite, variant and architecture).
+func (c *Cache) entries(prefix string) []*FileLayer {
+	dirs, _ := os.ReadDir(c.Dir)
+	var out []*FileLayer
+	for _, e := range dirs {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		if l, err := openCached(filepath.Join(c.Dir, e.Name())); err == nil {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (c *Cache) build(ctx context.Context, dir string, k ResolvedRecipe) error {
