@@ -25,7 +25,7 @@ func (m *Machine) Exec(ctx context.Context, p Process) (int, error) {
 	if err := p.validate(); err != nil {
 		return -1, err
 	}
-	root, err := m.root()
+	root, err := m.Root()
 	if err != nil {
 		return -1, err
 	}

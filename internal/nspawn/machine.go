@@ -301,7 +301,7 @@ func (m *Machine) connect(ctx context.Context) error {
 	if want != ExecDBus {
 		return nil
 	}
-	root, err := m.root()
+	root, err := m.Root()
 	if err != nil {
 		return err
 	}
@@ -364,9 +364,11 @@ func (m *Machine) usable() error {
 	return nil
 }
 
-// root opens the container's root directory (/proc/LEADER/root) to resolve
-// paths in.
-func (m *Machine) root() (*rootfs.Root, error) {
+// Root opens the container's root directory (/proc/LEADER/root) as its
+// processes see it, to resolve paths in from the host: a symlink in the
+// container never leads to the host's files. The caller closes it; it is
+// valid while the container runs.
+func (m *Machine) Root() (*rootfs.Root, error) {
 	if err := m.usable(); err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ type PTY struct {
 // OpenPTY allocates a pseudo-terminal inside the container (by opening its
 // /dev/pts/ptmx from the host), for Process.TTY. The caller closes it.
 func (m *Machine) OpenPTY() (*PTY, error) {
-	root, err := m.root()
+	root, err := m.Root()
 	if err != nil {
 		return nil, err
 	}
