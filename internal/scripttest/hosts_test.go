@@ -52,7 +52,7 @@ import (
 
 // hostScripts are the scripts that run in every host: of scriptDir, and
 // every machined_* script of hostScriptDir.
-const hostScripts = `^(pull_.*|run_.*|pkgprobe_webfs|pkgprobe_unit_fails|selftest_bookworm|machined_.*)$`
+const hostScripts = `^(pull_.*|run_.*|pkgprobe_webfs|pkgprobe_unit_fails|pkgprobe_unit_honest|pkgprobe_cache|selftest_bookworm|machined_.*)$`
 
 // hostScriptDir holds the scripts that run only inside the test hosts.
 var hostScriptDir = filepath.Join("..", "..", "testdata", "script-host")
